@@ -1,0 +1,38 @@
+-- MediFlow storage, SQLite flavour. See docs/storage.md for the design.
+-- Every version of every resource: the FHIR history (R4 http.html#history).
+CREATE TABLE resource_versions (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT, -- global write order (system history, paging)
+    res_type     TEXT    NOT NULL,
+    id           TEXT    NOT NULL,
+    version_id   INTEGER NOT NULL,                  -- meta.versionId: 1, 2, 3 ...
+    last_updated INTEGER NOT NULL,                  -- meta.lastUpdated, microseconds since the Unix epoch, UTC
+    method       TEXT    NOT NULL,                  -- POST | PUT | DELETE: the interaction that made this version
+    deleted      INTEGER NOT NULL DEFAULT 0,        -- 1: a logical delete (content is NULL)
+    content      TEXT                               -- the resource JSON, meta included
+);
+CREATE UNIQUE INDEX resource_versions_key ON resource_versions (res_type, id, version_id);
+CREATE INDEX resource_versions_type_seq ON resource_versions (res_type, seq);
+CREATE INDEX resource_versions_updated ON resource_versions (last_updated);
+
+-- One row per resource: which version is current. Search joins index rows to it.
+CREATE TABLE resources (
+    res_type     TEXT    NOT NULL,
+    id           TEXT    NOT NULL,
+    version_id   INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (res_type, id)
+) WITHOUT ROWID;
+CREATE INDEX resources_type_updated ON resources (res_type, last_updated);
+
+-- Token search index (R4 search.html#token), written in the same transaction as the resource.
+-- param is the SearchParameter code, e.g. 'identifier'.
+CREATE TABLE search_token (
+    res_type TEXT NOT NULL,
+    id       TEXT NOT NULL,
+    param    TEXT NOT NULL,
+    system   TEXT,
+    value    TEXT
+);
+CREATE INDEX search_token_lookup ON search_token (res_type, param, value, system);
+CREATE INDEX search_token_owner ON search_token (res_type, id);

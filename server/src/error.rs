@@ -1,0 +1,152 @@
+//! The one place where failures become HTTP: every error of the interaction layer is an
+//! [`ApiError`], turned into an OperationOutcome with the status that R4 http.html gives.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use fhir_model::validation::Issue;
+use serde_json::{Value, json};
+
+use crate::search::SearchError;
+use crate::storage::StoreError;
+
+/// An interaction failure. Each variant has one HTTP status and one OperationOutcome
+/// issue type (R4 valueset-issue-type).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed JSON, resourceType or id not matching the URL, bad parameters.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: unknown resource type, id or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// 410: the resource was deleted.
+    #[error("{0}")]
+    Gone(String),
+    /// 405: the method is not supported on this URL.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 406: a response format we do not produce (only JSON).
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// 409: a version conflict detected at write time.
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: `If-Match` mismatch, or a conditional interaction that matched several.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 413: request body over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415: a request body format we do not read (only JSON).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: the resource fails validation against the R4 definitions.
+    #[error("resource is invalid: {}", summary(.0))]
+    Invalid(Vec<Issue>),
+    /// 400 in a transaction/batch entry, with the entry's index; wraps the entry's error.
+    #[error("Bundle.entry[{index}]: {source}")]
+    InEntry {
+        index: usize,
+        #[source]
+        source: Box<ApiError>,
+    },
+    /// 500: storage failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn summary(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| i.diagnostics.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The HTTP status (R4 http.html#2.21.0.x "Status codes" per interaction).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InEntry { source, .. } => source.status(),
+            ApiError::Store(StoreError::VersionConflict(_)) => StatusCode::CONFLICT,
+            ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The OperationOutcome resource describing this error (R4 operationoutcome.html).
+    pub fn to_operation_outcome(&self) -> Value {
+        let issues: Vec<Value> = match self {
+            ApiError::Invalid(issues) => issues.iter().map(Issue::to_json).collect(),
+            ApiError::InEntry { index, source } => {
+                let mut inner = source.to_operation_outcome();
+                let mut issues = inner["issue"].take();
+                if let Some(list) = issues.as_array_mut() {
+                    for issue in list.iter_mut() {
+                        let diag = issue["diagnostics"].as_str().unwrap_or("").to_string();
+                        issue["diagnostics"] = json!(format!("Bundle.entry[{index}]: {diag}"));
+                        let mut exprs: Vec<Value> = vec![json!(format!("Bundle.entry[{index}]"))];
+                        if let Some(old) = issue.get("expression").and_then(Value::as_array) {
+                            exprs = old
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .map(|e| json!(format!("Bundle.entry[{index}].resource.{e}")))
+                                .collect();
+                            exprs.insert(0, json!(format!("Bundle.entry[{index}]")));
+                        }
+                        issue["expression"] = Value::Array(exprs);
+                    }
+                }
+                return json!({"resourceType": "OperationOutcome", "issue": issues});
+            }
+            other => vec![json!({
+                "severity": if matches!(other, ApiError::Store(StoreError::VersionConflict(_))) { "error" } else if other.status().is_server_error() { "fatal" } else { "error" },
+                "code": other.issue_code(),
+                "diagnostics": other.to_string(),
+            })],
+        };
+        json!({"resourceType": "OperationOutcome", "issue": issues})
+    }
+
+    fn issue_code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "invalid",
+            ApiError::NotFound(_) => "not-found",
+            ApiError::Gone(_) => "deleted",
+            ApiError::MethodNotAllowed(_) => "not-supported",
+            ApiError::NotAcceptable(_) => "not-supported",
+            ApiError::UnsupportedMediaType(_) => "not-supported",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PreconditionFailed(_) => "conflict",
+            ApiError::PayloadTooLarge(_) => "too-costly",
+            ApiError::Invalid(_) => "invalid",
+            ApiError::InEntry { source, .. } => source.issue_code(),
+            ApiError::Store(StoreError::VersionConflict(_)) => "conflict",
+            ApiError::Store(_) => "exception",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        crate::http::response::fhir_json(self.status(), &self.to_operation_outcome(), false)
+    }
+}

@@ -1,0 +1,170 @@
+//! The HTTP edge: routes of the FHIR RESTful API (R4 http.html) under `/fhir`, request
+//! parsing (body limit, content negotiation, `Prefer`, `_format`, `_pretty`), one log line
+//! per request, and errors rendered as OperationOutcome (via `crate::error`).
+//!
+//! Handlers live in [`handlers`]; they parse, call `crate::interaction`, and render with
+//! [`response`].
+
+mod handlers;
+pub mod response;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+
+use crate::error::ApiError;
+use crate::interaction::Context;
+use response::{Options, Return};
+
+/// Shared state of all handlers.
+pub struct AppState {
+    /// Store, validator, base URL.
+    pub ctx: Context,
+    /// Largest accepted request body in bytes (413 above it).
+    pub max_body_bytes: usize,
+}
+
+/// 405 with an OperationOutcome for any method a route does not support.
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} is not supported on {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// 404 with an OperationOutcome for any path outside the API.
+async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(format!("no FHIR endpoint at {}", req.uri().path()))
+}
+
+fn with_405(r: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+    r.fallback(method_not_allowed)
+}
+
+/// The application router: every FHIR route under `/fhir`.
+pub fn router(state: Arc<AppState>) -> Router {
+    use handlers::*;
+    Router::new()
+        .route("/fhir/metadata", with_405(get(capabilities)))
+        .route("/fhir", with_405(post(bundle)))
+        .route("/fhir/", with_405(post(bundle)))
+        .route("/fhir/_history", with_405(get(history_system)))
+        .route(
+            "/fhir/{res_type}",
+            with_405(
+                get(search_type)
+                    .post(create)
+                    .put(conditional_update)
+                    .delete(conditional_delete),
+            ),
+        )
+        .route("/fhir/{res_type}/_search", with_405(post(search_type_post)))
+        .route("/fhir/{res_type}/_history", with_405(get(history_type)))
+        .route(
+            "/fhir/{res_type}/{id}",
+            with_405(get(read).put(update).delete(delete)),
+        )
+        .route(
+            "/fhir/{res_type}/{id}/_history",
+            with_405(get(history_instance)),
+        )
+        .route("/fhir/{res_type}/{id}/_history/{vid}", with_405(get(vread)))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn(negotiate))
+}
+
+/// One structured log line per request: method, path, status, duration (tracing).
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    resp
+}
+
+/// Content negotiation (R4 http.html#mime-type): JSON only. A `_format` or `Accept` that
+/// excludes JSON gets 406; a request body declared as anything but JSON gets 415.
+async fn negotiate(req: Request, next: Next) -> Response {
+    let query = req.uri().query().unwrap_or("");
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "_format" && !is_json_format(&v) {
+            return ApiError::NotAcceptable(format!(
+                "_format={v} is not supported: this server speaks FHIR JSON only"
+            ))
+            .into_response();
+        }
+    }
+    if let Some(accept) = header_str(req.headers(), header::ACCEPT)
+        && !accepts_json(accept)
+    {
+        return ApiError::NotAcceptable(format!(
+            "Accept: {accept} is not supported: this server speaks FHIR JSON only"
+        ))
+        .into_response();
+    }
+    if let Some(ct) = header_str(req.headers(), header::CONTENT_TYPE) {
+        let ct = ct.to_ascii_lowercase();
+        let is_form = ct.starts_with("application/x-www-form-urlencoded");
+        if !ct.contains("json") && !is_form {
+            return ApiError::UnsupportedMediaType(format!(
+                "Content-Type: {ct} is not supported: send application/fhir+json"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn is_json_format(v: &str) -> bool {
+    matches!(
+        v,
+        "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
+    ) || v.starts_with("application/fhir+json")
+}
+
+fn accepts_json(accept: &str) -> bool {
+    accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim();
+        media.contains("json") || media == "*/*" || media == "application/*" || media.is_empty()
+    })
+}
+
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads `_pretty` and `Prefer` (`return=`, `handling=`) into [`Options`].
+pub(crate) fn options(headers: &HeaderMap, pairs: &[(String, String)]) -> Options {
+    let mut opts = Options {
+        pretty: pairs.iter().any(|(k, v)| k == "_pretty" && v == "true"),
+        ..Options::default()
+    };
+    if let Some(prefer) = header_str(headers, header::HeaderName::from_static("prefer")) {
+        for part in prefer.split([',', ';']) {
+            match part.trim() {
+                "return=minimal" => opts.ret = Return::Minimal,
+                "return=representation" => opts.ret = Return::Representation,
+                "return=OperationOutcome" => opts.ret = Return::OperationOutcome,
+                "handling=strict" => opts.strict = true,
+                _ => {}
+            }
+        }
+    }
+    opts
+}

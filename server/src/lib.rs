@@ -1,0 +1,23 @@
+//! MediFlow: a FHIR R4 (4.0.1) server for hospitals.
+//!
+//! Module map, top to bottom along a request:
+//! - [`http`]: the axum edge — routes under `/fhir`, content negotiation, body limits,
+//!   `Prefer`, request logging; errors rendered once as OperationOutcome ([`error`]).
+//! - [`interaction`]: what each RESTful interaction does (read, create, update, delete,
+//!   history, search, transaction/batch, capabilities), independent of HTTP.
+//! - [`search`]: typed search parameters parsed from query strings; [`indexing`]: the index
+//!   rows extracted from a resource at write time.
+//! - [`storage`]: the `Store` trait and its SQLite and PostgreSQL implementations; all SQL.
+//! - [`server`]: start-up (config, database, validator, listener, graceful shutdown).
+//! - [`import`]: the `mediflow import` command; [`bench`]: `mediflow bench`.
+
+pub mod bench;
+pub mod clock;
+pub mod error;
+pub mod http;
+pub mod import;
+pub mod indexing;
+pub mod interaction;
+pub mod search;
+pub mod server;
+pub mod storage;

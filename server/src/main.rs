@@ -1,0 +1,124 @@
+//! The `mediflow` command: `serve`, `import`, `bench`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mediflow::server::{self, DEFAULT_MAX_BODY_BYTES, ServeConfig};
+
+/// MediFlow: a FHIR R4 server for hospitals.
+#[derive(Parser)]
+#[command(name = "mediflow", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the FHIR server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "MEDIFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Database: sqlite://PATH or postgres://user@host/db. Default: an embedded SQLite
+        /// file, ./mediflow-data/mediflow.db.
+        #[arg(long, env = "MEDIFLOW_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Public FHIR base URL used in Location and fullUrl (default http://LISTEN/fhir).
+        #[arg(long, env = "MEDIFLOW_BASE_URL")]
+        base_url: Option<String>,
+        /// Largest accepted request body in bytes (413 above).
+        #[arg(long, env = "MEDIFLOW_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+        max_body_bytes: usize,
+    },
+    /// Load FHIR Bundles (transaction, batch, collection) and NDJSON files or folders.
+    Import {
+        /// Files or folders (*.json, *.ndjson), searched recursively.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Write directly into this database (server not running).
+        #[arg(long, env = "MEDIFLOW_DATABASE_URL", conflicts_with = "server")]
+        database_url: Option<String>,
+        /// Send to a running server instead, e.g. http://127.0.0.1:8080/fhir.
+        #[arg(long)]
+        server: Option<String>,
+        /// Bundles processed at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// No progress bar (for logs and CI).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Benchmarks: import throughput and read latency (see docs/performance/).
+    Bench(mediflow::bench::BenchArgs),
+}
+
+/// The embedded default database: `./mediflow-data/mediflow.db`.
+fn default_database_url() -> String {
+    "sqlite://mediflow-data/mediflow.db".to_string()
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            database_url,
+            base_url,
+            max_body_bytes,
+        } => {
+            let database_url = database_url.unwrap_or_else(|| {
+                let url = default_database_url();
+                tracing::info!(
+                    path = "mediflow-data/mediflow.db",
+                    "no --database-url: using the embedded SQLite file"
+                );
+                url
+            });
+            server::serve(ServeConfig {
+                listen,
+                database_url,
+                base_url,
+                max_body_bytes,
+            })
+            .await
+        }
+        Command::Import {
+            paths,
+            database_url,
+            server,
+            concurrency,
+            quiet,
+        } => {
+            let target = match server {
+                Some(url) => mediflow::import::Target::Server(url),
+                None => mediflow::import::Target::Database(
+                    database_url.unwrap_or_else(default_database_url),
+                ),
+            };
+            match mediflow::import::run(&paths, target, concurrency, !quiet).await {
+                Ok(summary) if summary.failures.is_empty() => Ok(()),
+                Ok(_) => return std::process::ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
+        Command::Bench(args) => mediflow::bench::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Start-up: connect the store (running its migrations), compile the validator, bind the
+//! listener and serve until SIGTERM or Ctrl-C (graceful shutdown: in-flight requests finish).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fhir_model::validation::Validator;
+
+use crate::http::{AppState, router};
+use crate::interaction::Context;
+use crate::storage;
+
+/// Default request body limit: 16 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Settings of `mediflow serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://…`.
+    pub database_url: String,
+    /// Public FHIR base URL; `http://<listen>/fhir` when `None`.
+    pub base_url: Option<String>,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Builds the interaction context: connects the store and compiles the validator.
+pub async fn context(database_url: &str, base_url: String) -> StartResult<Context> {
+    let store = storage::connect(database_url).await?;
+    let validator = Arc::new(Validator::new()?);
+    Ok(Context {
+        store,
+        validator,
+        base_url: base_url.trim_end_matches('/').to_string(),
+    })
+}
+
+/// Start-up errors, reported to the operator as text.
+pub type StartResult<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Runs the server until a shutdown signal.
+pub async fn serve(config: ServeConfig) -> StartResult<()> {
+    let base_url = config
+        .base_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}/fhir", config.listen));
+    let ctx = context(&config.database_url, base_url.clone()).await?;
+    tracing::info!(backend = ctx.store.backend(), database = %redact(&config.database_url), "database ready");
+    let state = Arc::new(AppState {
+        ctx,
+        max_body_bytes: config.max_body_bytes,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(listen = %listener.local_addr()?, base_url = %base_url, "MediFlow FHIR server listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+/// Hides a password in a database URL before logging it.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

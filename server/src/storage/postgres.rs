@@ -1,0 +1,210 @@
+//! PostgreSQL backend: the production store. Content is JSONB.
+//!
+//! Concurrency: [`StoreTx::current_versions`] locks the current-version rows
+//! (`SELECT … FOR UPDATE`), so concurrent updates of one resource serialise and each gets
+//! the next version number; two concurrent creates of the same new id collide on the unique
+//! key `(res_type, id, version_id)` and the loser gets [`StoreError::VersionConflict`].
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
+
+use super::sql::{self, Bind, Dialect, Sql};
+use super::sqlite::{describe, is_unique_violation};
+use super::{
+    CurrentVersion, HistoryQuery, NewVersion, ResourceKey, SearchPage, Store, StoreError, StoreTx,
+    StoredVersion,
+};
+use crate::search::SearchQuery;
+
+const D: Dialect = Dialect::Postgres;
+
+/// The PostgreSQL store: one connection pool.
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and runs `migrations/postgres`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Postgres, PgArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s),
+            Bind::OptText(s) => q.bind(s),
+            Bind::Int(i) => q.bind(i),
+            Bind::Bool(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+fn query(sql: Sql) -> sqlx::query::Query<'static, Postgres, PgArguments> {
+    let (text, binds) = sql.finish();
+    bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+}
+
+fn to_version(row: &PgRow) -> Result<StoredVersion, sqlx::Error> {
+    Ok(StoredVersion {
+        res_type: row.try_get("res_type")?,
+        id: row.try_get("id")?,
+        version_id: row.try_get("version_id")?,
+        last_updated: row.try_get("last_updated")?,
+        method: row.try_get("method")?,
+        deleted: row.try_get("deleted")?,
+        content: row.try_get("content")?,
+        seq: row.try_get("seq")?,
+    })
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
+        let tx = self.pool.begin().await?;
+        Ok(Box::new(PgTx {
+            tx,
+            queue: Vec::new(),
+        }))
+    }
+
+    async fn read(&self, res_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+        let row = query(sql::read_current(D, res_type, id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn vread(
+        &self,
+        res_type: &str,
+        id: &str,
+        version_id: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let row = query(sql::read_version(D, res_type, id, version_id))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let rows = query(sql::history(D, q)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(to_version).collect::<Result<_, _>>()?)
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let rows = query(sql::search(D, q, false, q.count + 1))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut matches: Vec<StoredVersion> =
+            rows.iter().map(to_version).collect::<Result<_, _>>()?;
+        let has_more = matches.len() > q.count;
+        matches.truncate(q.count);
+        Ok(SearchPage { matches, has_more })
+    }
+}
+
+/// A write transaction on one pooled connection.
+struct PgTx {
+    tx: Transaction<'static, Postgres>,
+    queue: Vec<NewVersion>,
+}
+
+impl PgTx {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        for stmt in sql::flush_statements(D, &queue) {
+            query(stmt).execute(&mut *self.tx).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::VersionConflict(describe(&queue))
+                } else {
+                    StoreError::Database(e)
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StoreTx for PgTx {
+    async fn current_versions(
+        &mut self,
+        keys: &[ResourceKey],
+    ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError> {
+        self.flush().await?;
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(sql::CHUNK) {
+            let rows = query(sql::current_versions(D, chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                out.insert(
+                    (row.try_get("res_type")?, row.try_get("id")?),
+                    CurrentVersion {
+                        version_id: row.try_get("version_id")?,
+                        deleted: row.try_get("deleted")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read(
+        &mut self,
+        res_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        self.flush().await?;
+        let row = query(sql::read_current(D, res_type, id))
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn search_ids(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.flush().await?;
+        let rows = query(sql::search(D, q, true, limit))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn put(&mut self, version: NewVersion) {
+        self.queue.push(version);
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,449 @@
+//! SQL text shared by both backends.
+//!
+//! Statements are written once with `?` placeholders and a [`Dialect`] for the few places
+//! where SQLite and PostgreSQL differ (JSONB casts). [`Sql::finish`] renumbers the
+//! placeholders to `$1, $2 …` for PostgreSQL. No user input is ever spliced into the text:
+//! every value goes through [`Bind`]. Parameter names, resource types and column names come
+//! from our own typed [`SearchParam`] enum, never from the request.
+
+use crate::search::{DateBound, DatePrefix, SearchParam, SearchQuery, TokenMatch, TokenSystem};
+use crate::storage::{HistoryQuery, NewVersion};
+
+/// The SQL flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a `?` placeholder.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Text(String),
+    OptText(Option<String>),
+    Int(i64),
+    Bool(bool),
+}
+
+/// A statement under construction: text plus binds, in placeholder order.
+#[derive(Debug)]
+pub struct Sql {
+    pub text: String,
+    pub binds: Vec<Bind>,
+    dialect: Dialect,
+}
+
+impl Sql {
+    pub fn new(dialect: Dialect, text: &str) -> Self {
+        Sql {
+            text: text.to_string(),
+            binds: Vec::new(),
+            dialect,
+        }
+    }
+
+    /// Appends SQL text (never user input).
+    pub fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind(&mut self, value: Bind) -> &mut Self {
+        self.text.push('?');
+        self.binds.push(value);
+        self
+    }
+
+    /// Appends a placeholder for JSON content (`?::jsonb` on PostgreSQL).
+    pub fn bind_json(&mut self, value: Option<String>) -> &mut Self {
+        self.bind(Bind::OptText(value));
+        if self.dialect == Dialect::Postgres {
+            self.text.push_str("::jsonb");
+        }
+        self
+    }
+
+    /// The final text: `?` placeholders renumbered to `$n` for PostgreSQL.
+    pub fn finish(self) -> (String, Vec<Bind>) {
+        match self.dialect {
+            Dialect::Sqlite => (self.text, self.binds),
+            Dialect::Postgres => {
+                let mut out = String::with_capacity(self.text.len() + 16);
+                let mut n = 0;
+                for c in self.text.chars() {
+                    if c == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                (out, self.binds)
+            }
+        }
+    }
+}
+
+/// Columns of a [`crate::storage::StoredVersion`] read from `resource_versions v`.
+fn version_columns(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "v.res_type, v.id, v.version_id, v.last_updated, v.method, v.deleted, v.content, v.seq"
+        }
+        Dialect::Postgres => {
+            "v.res_type, v.id, v.version_id, v.last_updated, v.method, v.deleted, v.content::text AS content, v.seq"
+        }
+    }
+}
+
+/// The current version (possibly a delete) of one resource.
+pub fn read_current(dialect: Dialect, res_type: &str, id: &str) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT ");
+    sql.push(version_columns(dialect))
+        .push(" FROM resource_versions v WHERE v.res_type = ")
+        .bind(Bind::Text(res_type.to_string()))
+        .push(" AND v.id = ")
+        .bind(Bind::Text(id.to_string()))
+        .push(" ORDER BY v.version_id DESC LIMIT 1");
+    sql
+}
+
+/// One version of one resource.
+pub fn read_version(dialect: Dialect, res_type: &str, id: &str, version_id: i64) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT ");
+    sql.push(version_columns(dialect))
+        .push(" FROM resource_versions v WHERE v.res_type = ")
+        .bind(Bind::Text(res_type.to_string()))
+        .push(" AND v.id = ")
+        .bind(Bind::Text(id.to_string()))
+        .push(" AND v.version_id = ")
+        .bind(Bind::Int(version_id));
+    sql
+}
+
+/// History, newest first, `count + 1` rows.
+pub fn history(dialect: Dialect, q: &HistoryQuery) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT ");
+    sql.push(version_columns(dialect))
+        .push(" FROM resource_versions v WHERE 1 = 1");
+    if let Some(t) = &q.res_type {
+        sql.push(" AND v.res_type = ").bind(Bind::Text(t.clone()));
+    }
+    if let Some(id) = &q.id {
+        sql.push(" AND v.id = ").bind(Bind::Text(id.clone()));
+    }
+    if let Some(since) = q.since {
+        sql.push(" AND v.last_updated >= ").bind(Bind::Int(since));
+    }
+    if let Some(before) = q.before_seq {
+        sql.push(" AND v.seq < ").bind(Bind::Int(before));
+    }
+    sql.push(" ORDER BY v.seq DESC LIMIT ")
+        .bind(Bind::Int(q.count as i64 + 1));
+    sql
+}
+
+/// Current versions of several resources, optionally locked (`FOR UPDATE`, PostgreSQL).
+pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT res_type, id, version_id, deleted FROM resources WHERE ",
+    );
+    for (i, (t, id)) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(res_type = ")
+            .bind(Bind::Text(t.clone()))
+            .push(" AND id = ")
+            .bind(Bind::Text(id.clone()))
+            .push(")");
+    }
+    if dialect == Dialect::Postgres {
+        sql.push(" FOR UPDATE");
+    }
+    sql
+}
+
+/// Search over current, non-deleted resources: full rows (`ids_only = false`) or ids.
+/// Ordered by id, keyset-paged by `query.after_id`; `limit` rows at most.
+pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT ");
+    if ids_only {
+        sql.push("r.id FROM resources r");
+    } else {
+        sql.push(version_columns(dialect)).push(
+            " FROM resources r JOIN resource_versions v \
+             ON v.res_type = r.res_type AND v.id = r.id AND v.version_id = r.version_id",
+        );
+    }
+    sql.push(" WHERE r.res_type = ")
+        .bind(Bind::Text(q.res_type.clone()))
+        .push(" AND r.deleted = ")
+        .bind(Bind::Bool(false));
+    for param in &q.params {
+        sql.push(" AND (");
+        push_param(&mut sql, param);
+        sql.push(")");
+    }
+    if let Some(after) = &q.after_id {
+        sql.push(" AND r.id > ").bind(Bind::Text(after.clone()));
+    }
+    sql.push(" ORDER BY r.id LIMIT ")
+        .bind(Bind::Int(limit as i64));
+    sql
+}
+
+/// One search parameter occurrence: its values are ORed (R4 search.html#combining).
+fn push_param(sql: &mut Sql, param: &SearchParam) {
+    match param {
+        SearchParam::Id(ids) => {
+            sql.push("r.id IN (");
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.bind(Bind::Text(id.clone()));
+            }
+            sql.push(")");
+        }
+        SearchParam::LastUpdated(bounds) => {
+            for (i, b) in bounds.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_date_point(sql, "r.last_updated", b);
+            }
+        }
+        SearchParam::Token { code, values } => {
+            sql.push(
+                "EXISTS (SELECT 1 FROM search_token t WHERE t.res_type = r.res_type \
+                 AND t.id = r.id AND t.param = ",
+            )
+            .bind(Bind::Text(code.as_str().to_string()))
+            .push(" AND (");
+            for (i, m) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                push_token(sql, m);
+            }
+            sql.push("))");
+        }
+    }
+}
+
+fn push_token(sql: &mut Sql, m: &TokenMatch) {
+    sql.push("(1 = 1");
+    match &m.system {
+        TokenSystem::Any => {}
+        TokenSystem::None => {
+            sql.push(" AND t.system IS NULL");
+        }
+        TokenSystem::Is(s) => {
+            sql.push(" AND t.system = ").bind(Bind::Text(s.clone()));
+        }
+    }
+    if let Some(v) = &m.value {
+        sql.push(" AND t.value = ").bind(Bind::Text(v.clone()));
+    }
+    sql.push(")");
+}
+
+/// A date comparison against a point-in-time column (R4 search.html#prefix): the column
+/// holds one instant, the parameter a range `[low, high)` given by its precision.
+fn push_date_point(sql: &mut Sql, column: &str, b: &DateBound) {
+    let (low, high) = (b.low, b.high);
+    let cmp = |sql: &mut Sql, op: &str, v: i64| {
+        sql.push(column).push(op).bind(Bind::Int(v));
+    };
+    sql.push("(");
+    match b.prefix {
+        DatePrefix::Eq => {
+            cmp(sql, " >= ", low);
+            sql.push(" AND ");
+            cmp(sql, " < ", high);
+        }
+        DatePrefix::Ne => {
+            cmp(sql, " < ", low);
+            sql.push(" OR ");
+            cmp(sql, " >= ", high);
+        }
+        DatePrefix::Gt | DatePrefix::Sa => cmp(sql, " >= ", high),
+        DatePrefix::Lt | DatePrefix::Eb => cmp(sql, " < ", low),
+        DatePrefix::Ge => cmp(sql, " >= ", low),
+        DatePrefix::Le => cmp(sql, " < ", high),
+        DatePrefix::Ap => {
+            let margin = b.approx_margin;
+            cmp(sql, " >= ", low - margin);
+            sql.push(" AND ");
+            cmp(sql, " < ", high + margin);
+        }
+    }
+    sql.push(")");
+}
+
+/// Rows per multi-row INSERT (7 binds a row keeps well under both backends' limits).
+pub const CHUNK: usize = 500;
+
+/// Multi-row insert of versions into `resource_versions`.
+pub fn insert_versions(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "INSERT INTO resource_versions \
+         (res_type, id, version_id, last_updated, method, deleted, content) VALUES ",
+    );
+    for (i, v) in versions.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(Bind::Text(v.res_type.clone()))
+            .push(", ")
+            .bind(Bind::Text(v.id.clone()))
+            .push(", ")
+            .bind(Bind::Int(v.version_id))
+            .push(", ")
+            .bind(Bind::Int(v.last_updated))
+            .push(", ")
+            .bind(Bind::Text(v.method.to_string()))
+            .push(", ")
+            .bind(Bind::Bool(v.content.is_none()))
+            .push(", ")
+            .bind_json(v.content.clone())
+            .push(")");
+    }
+    sql
+}
+
+/// Multi-row upsert of the current-version pointers. Keys must be distinct.
+pub fn upsert_current(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "INSERT INTO resources (res_type, id, version_id, last_updated, deleted) VALUES ",
+    );
+    for (i, v) in versions.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(Bind::Text(v.res_type.clone()))
+            .push(", ")
+            .bind(Bind::Text(v.id.clone()))
+            .push(", ")
+            .bind(Bind::Int(v.version_id))
+            .push(", ")
+            .bind(Bind::Int(v.last_updated))
+            .push(", ")
+            .bind(Bind::Bool(v.content.is_none()))
+            .push(")");
+    }
+    sql.push(
+        " ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, \
+         last_updated = excluded.last_updated, deleted = excluded.deleted",
+    );
+    sql
+}
+
+/// Deletes the index rows of the given resources (before their new rows are written).
+pub fn delete_index_rows(dialect: Dialect, table: &str, keys: &[(&str, &str)]) -> Sql {
+    let mut sql = Sql::new(dialect, "DELETE FROM ");
+    sql.push(table).push(" WHERE ");
+    for (i, (t, id)) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(res_type = ")
+            .bind(Bind::Text(t.to_string()))
+            .push(" AND id = ")
+            .bind(Bind::Text(id.to_string()))
+            .push(")");
+    }
+    sql
+}
+
+/// Multi-row insert of token index rows: `(res_type, id, param, system, value)`.
+pub fn insert_tokens(dialect: Dialect, rows: &[(&str, &str, &crate::storage::TokenIndex)]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "INSERT INTO search_token (res_type, id, param, system, value) VALUES ",
+    );
+    for (i, (t, id, tok)) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(Bind::Text(t.to_string()))
+            .push(", ")
+            .bind(Bind::Text(id.to_string()))
+            .push(", ")
+            .bind(Bind::Text(tok.param.clone()))
+            .push(", ")
+            .bind(Bind::OptText(tok.system.clone()))
+            .push(", ")
+            .bind(Bind::OptText(tok.value.clone()))
+            .push(")");
+    }
+    sql
+}
+
+/// The statements that flush queued versions, in order: versions, current pointers, old
+/// index rows, new index rows. Several statements per kind when over [`CHUNK`] rows.
+pub fn flush_statements(dialect: Dialect, queue: &[NewVersion]) -> Vec<Sql> {
+    let mut out = Vec::new();
+    let all: Vec<&NewVersion> = queue.iter().collect();
+    for chunk in all.chunks(CHUNK) {
+        out.push(insert_versions(dialect, chunk));
+    }
+    // The last queued version of each resource wins the current pointer.
+    let mut last: Vec<&NewVersion> = Vec::with_capacity(queue.len());
+    let mut seen = std::collections::HashSet::new();
+    for v in queue.iter().rev() {
+        if seen.insert((v.res_type.as_str(), v.id.as_str())) {
+            last.push(v);
+        }
+    }
+    last.reverse();
+    for chunk in last.chunks(CHUNK) {
+        out.push(upsert_current(dialect, chunk));
+    }
+    let stale: Vec<(&str, &str)> = last
+        .iter()
+        .filter(|v| !v.fresh)
+        .map(|v| (v.res_type.as_str(), v.id.as_str()))
+        .collect();
+    for chunk in stale.chunks(CHUNK) {
+        out.push(delete_index_rows(dialect, "search_token", chunk));
+    }
+    let tokens: Vec<(&str, &str, &crate::storage::TokenIndex)> = last
+        .iter()
+        .flat_map(|v| {
+            v.index
+                .tokens
+                .iter()
+                .map(move |t| (v.res_type.as_str(), v.id.as_str(), t))
+        })
+        .collect();
+    for chunk in tokens.chunks(CHUNK) {
+        out.push(insert_tokens(dialect, chunk));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_placeholders_are_renumbered() {
+        let mut sql = Sql::new(Dialect::Postgres, "SELECT 1 WHERE a = ");
+        sql.bind(Bind::Int(1))
+            .push(" AND b = ")
+            .bind_json(Some("{}".into()));
+        let (text, binds) = sql.finish();
+        assert_eq!(text, "SELECT 1 WHERE a = $1 AND b = $2::jsonb");
+        assert_eq!(binds.len(), 2);
+    }
+}

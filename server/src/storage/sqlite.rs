@@ -1,0 +1,243 @@
+//! SQLite backend: the embedded, zero-configuration default.
+//!
+//! One writer connection (`BEGIN IMMEDIATE`, so writers queue instead of failing with
+//! `SQLITE_BUSY` on lock upgrade) and a pool of readers; WAL journal so readers never block
+//! the writer. Content is stored as JSON text.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
+
+use super::sql::{self, Bind, Dialect, Sql};
+use super::{
+    CurrentVersion, HistoryQuery, NewVersion, ResourceKey, SearchPage, Store, StoreError, StoreTx,
+    StoredVersion,
+};
+use crate::search::SearchQuery;
+
+const D: Dialect = Dialect::Sqlite;
+
+/// The SQLite store: a single-connection writer pool and a reader pool on one file.
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with parent folders) the database file at `path` and
+    /// runs `migrations/sqlite`.
+    pub async fn open(path: &str) -> Result<Self, StoreError> {
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.into()))?;
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    binds: Vec<Bind>,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s),
+            Bind::OptText(s) => q.bind(s),
+            Bind::Int(i) => q.bind(i),
+            Bind::Bool(b) => q.bind(b),
+        };
+    }
+    q
+}
+
+fn query(sql: Sql) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
+    let (text, binds) = sql.finish();
+    bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+}
+
+fn to_version(row: &SqliteRow) -> Result<StoredVersion, sqlx::Error> {
+    Ok(StoredVersion {
+        res_type: row.try_get("res_type")?,
+        id: row.try_get("id")?,
+        version_id: row.try_get("version_id")?,
+        last_updated: row.try_get("last_updated")?,
+        method: row.try_get("method")?,
+        deleted: row.try_get("deleted")?,
+        content: row.try_get("content")?,
+        seq: row.try_get("seq")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
+        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Box::new(SqliteTx {
+            tx,
+            queue: Vec::new(),
+        }))
+    }
+
+    async fn read(&self, res_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+        let row = query(sql::read_current(D, res_type, id))
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn vread(
+        &self,
+        res_type: &str,
+        id: &str,
+        version_id: i64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let row = query(sql::read_version(D, res_type, id, version_id))
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let rows = query(sql::history(D, q)).fetch_all(&self.reader).await?;
+        Ok(rows.iter().map(to_version).collect::<Result<_, _>>()?)
+    }
+
+    async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let rows = query(sql::search(D, q, false, q.count + 1))
+            .fetch_all(&self.reader)
+            .await?;
+        let mut matches: Vec<StoredVersion> =
+            rows.iter().map(to_version).collect::<Result<_, _>>()?;
+        let has_more = matches.len() > q.count;
+        matches.truncate(q.count);
+        Ok(SearchPage { matches, has_more })
+    }
+}
+
+/// A write transaction on the single writer connection.
+struct SqliteTx {
+    tx: Transaction<'static, Sqlite>,
+    queue: Vec<NewVersion>,
+}
+
+impl SqliteTx {
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.queue.is_empty() {
+            return Ok(());
+        }
+        let queue = std::mem::take(&mut self.queue);
+        for stmt in sql::flush_statements(D, &queue) {
+            query(stmt).execute(&mut *self.tx).await.map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::VersionConflict(describe(&queue))
+                } else {
+                    StoreError::Database(e)
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn describe(queue: &[NewVersion]) -> String {
+    match queue {
+        [one] => format!("{}/{}", one.res_type, one.id),
+        _ => format!("{} resources", queue.len()),
+    }
+}
+
+pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[async_trait]
+impl StoreTx for SqliteTx {
+    async fn current_versions(
+        &mut self,
+        keys: &[ResourceKey],
+    ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError> {
+        self.flush().await?;
+        let mut out = HashMap::new();
+        for chunk in keys.chunks(sql::CHUNK) {
+            let rows = query(sql::current_versions(D, chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in rows {
+                out.insert(
+                    (row.try_get("res_type")?, row.try_get("id")?),
+                    CurrentVersion {
+                        version_id: row.try_get("version_id")?,
+                        deleted: row.try_get("deleted")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn read(
+        &mut self,
+        res_type: &str,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        self.flush().await?;
+        let row = query(sql::read_current(D, res_type, id))
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row.as_ref().map(to_version).transpose()?)
+    }
+
+    async fn search_ids(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        self.flush().await?;
+        let rows = query(sql::search(D, q, true, limit))
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("id"))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn put(&mut self, version: NewVersion) {
+        self.queue.push(version);
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
+        self.flush().await?;
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
