@@ -36,3 +36,15 @@ CREATE TABLE search_token (
 );
 CREATE INDEX search_token_lookup ON search_token (res_type, param, value, system);
 CREATE INDEX search_token_owner ON search_token (res_type, id);
+
+-- Reference search index (R4 search.html#reference): one row per reference a search
+-- parameter extracts, split into target type and id.
+CREATE TABLE search_reference (
+    res_type    TEXT NOT NULL,
+    id          TEXT NOT NULL,
+    param       TEXT NOT NULL,
+    target_type TEXT NOT NULL,
+    target_id   TEXT NOT NULL
+);
+CREATE INDEX search_reference_lookup ON search_reference (param, target_id, target_type, res_type);
+CREATE INDEX search_reference_owner ON search_reference (res_type, id);

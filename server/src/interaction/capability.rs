@@ -29,12 +29,15 @@ pub fn capability_statement(base_url: &str) -> Value {
                 .iter()
                 .filter(|p| (p.applies_to)(t))
                 .map(|p| {
-                    json!({
+                    let mut sp = json!({
                         "name": p.code,
-                        "definition": format!("http://hl7.org/fhir/SearchParameter/{}", definition_id(t, p.code)),
                         "type": p.kind.code(),
                         "documentation": p.documentation,
-                    })
+                    });
+                    if let Some(def) = definition(p.code) {
+                        sp["definition"] = json!(def);
+                    }
+                    sp
                 })
                 .collect();
             json!({
@@ -75,12 +78,12 @@ pub fn capability_statement(base_url: &str) -> Value {
     })
 }
 
-/// The id of the core SearchParameter: `Resource-id`, `Resource-lastUpdated`,
-/// `<Type>-identifier` (as in R4 search-parameters.json).
-fn definition_id(res_type: &str, code: &str) -> String {
+/// The canonical URL of the core SearchParameter for the parameters common to all
+/// resources (R4 search-parameters.json `Resource-id`, `Resource-lastUpdated`).
+fn definition(code: &str) -> Option<&'static str> {
     match code {
-        "_id" => "Resource-id".to_string(),
-        "_lastUpdated" => "Resource-lastUpdated".to_string(),
-        other => format!("{res_type}-{other}"),
+        "_id" => Some("http://hl7.org/fhir/SearchParameter/Resource-id"),
+        "_lastUpdated" => Some("http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
+        _ => None,
     }
 }

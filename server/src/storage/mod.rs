@@ -85,11 +85,24 @@ pub struct TokenIndex {
     pub value: Option<String>,
 }
 
+/// One reference index row (R4 search.html#reference): the target of a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceIndex {
+    /// SearchParameter code, e.g. `patient`.
+    pub param: String,
+    /// Target resource type, e.g. `Patient`.
+    pub target_type: String,
+    /// Target logical id.
+    pub target_id: String,
+}
+
 /// Search index rows of one resource version, written with it in the same transaction.
 #[derive(Debug, Clone, Default)]
 pub struct IndexEntries {
     /// Token rows.
     pub tokens: Vec<TokenIndex>,
+    /// Reference rows.
+    pub references: Vec<ReferenceIndex>,
 }
 
 /// A version to write. Built by the interaction layer, which has already assigned

@@ -7,7 +7,7 @@
 //! from our own typed [`SearchParam`] enum, never from the request.
 
 use crate::search::{DateBound, DatePrefix, SearchParam, SearchQuery, TokenMatch, TokenSystem};
-use crate::storage::{HistoryQuery, NewVersion};
+use crate::storage::{HistoryQuery, NewVersion, ReferenceIndex};
 
 /// The SQL flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +217,26 @@ fn push_param(sql: &mut Sql, param: &SearchParam) {
                 push_date_point(sql, "r.last_updated", b);
             }
         }
+        SearchParam::Reference { code, values } => {
+            sql.push(
+                "EXISTS (SELECT 1 FROM search_reference x WHERE x.res_type = r.res_type \
+                 AND x.id = r.id AND x.param = ",
+            )
+            .bind(Bind::Text(code.as_str().to_string()))
+            .push(" AND (");
+            for (i, m) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(x.target_id = ").bind(Bind::Text(m.id.clone()));
+                if let Some(t) = &m.target_type {
+                    sql.push(" AND x.target_type = ")
+                        .bind(Bind::Text(t.clone()));
+                }
+                sql.push(")");
+            }
+            sql.push("))");
+        }
         SearchParam::Token { code, values } => {
             sql.push(
                 "EXISTS (SELECT 1 FROM search_token t WHERE t.res_type = r.res_type \
@@ -416,6 +436,7 @@ pub fn flush_statements(dialect: Dialect, queue: &[NewVersion]) -> Vec<Sql> {
         .collect();
     for chunk in stale.chunks(CHUNK) {
         out.push(delete_index_rows(dialect, "search_token", chunk));
+        out.push(delete_index_rows(dialect, "search_reference", chunk));
     }
     let tokens: Vec<(&str, &str, &crate::storage::TokenIndex)> = last
         .iter()
@@ -429,7 +450,44 @@ pub fn flush_statements(dialect: Dialect, queue: &[NewVersion]) -> Vec<Sql> {
     for chunk in tokens.chunks(CHUNK) {
         out.push(insert_tokens(dialect, chunk));
     }
+    let refs: Vec<(&str, &str, &ReferenceIndex)> = last
+        .iter()
+        .flat_map(|v| {
+            v.index
+                .references
+                .iter()
+                .map(move |x| (v.res_type.as_str(), v.id.as_str(), x))
+        })
+        .collect();
+    for chunk in refs.chunks(CHUNK) {
+        out.push(insert_references(dialect, chunk));
+    }
     out
+}
+
+/// Multi-row insert of reference index rows: `(res_type, id, param, target_type, target_id)`.
+pub fn insert_references(dialect: Dialect, rows: &[(&str, &str, &ReferenceIndex)]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "INSERT INTO search_reference (res_type, id, param, target_type, target_id) VALUES ",
+    );
+    for (i, (t, id, x)) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push("(")
+            .bind(Bind::Text(t.to_string()))
+            .push(", ")
+            .bind(Bind::Text(id.to_string()))
+            .push(", ")
+            .bind(Bind::Text(x.param.clone()))
+            .push(", ")
+            .bind(Bind::Text(x.target_type.clone()))
+            .push(", ")
+            .bind(Bind::Text(x.target_id.clone()))
+            .push(")");
+    }
+    sql
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
 //! Search parameters: parsing a FHIR query string into a typed [`SearchQuery`].
 //!
 //! This is the minimal search of the first release (R4 search.html): `_id`, `_lastUpdated`
-//! with prefixes, `identifier` as a token, `_count`, and keyset paging. The list of
+//! with prefixes, `identifier` as a token, the reference parameters `patient`, `subject`
+//! and `encounter` (from [`reference_params`]), `_count`, and keyset paging. The list of
 //! supported parameters, [`SUPPORTED_PARAMS`], is the single source used by the parser,
 //! the indexer (`crate::indexing`) and the CapabilityStatement.
 
+pub mod reference_params;
+
 use fhir_model::datetime::FhirDateTime;
+use reference_params::REFERENCE_PARAMS;
 
 /// Default page size (R4 search.html#count leaves it to the server).
 pub const DEFAULT_COUNT: usize = 20;
@@ -18,6 +22,7 @@ pub const MAX_COUNT: usize = 1000;
 pub enum ParamType {
     Token,
     Date,
+    Reference,
 }
 
 impl ParamType {
@@ -26,6 +31,7 @@ impl ParamType {
         match self {
             ParamType::Token => "token",
             ParamType::Date => "date",
+            ParamType::Reference => "reference",
         }
     }
 }
@@ -42,6 +48,66 @@ impl TokenParam {
     pub fn as_str(self) -> &'static str {
         match self {
             TokenParam::Identifier => "identifier",
+        }
+    }
+}
+
+/// Indexed reference parameters (R4 search.html#reference), defined per resource type by
+/// [`REFERENCE_PARAMS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReferenceParam {
+    /// `patient`: the subject or patient, when it is a Patient.
+    Patient,
+    /// `subject`: the subject of the resource.
+    Subject,
+    /// `encounter`: the encounter the resource belongs to.
+    Encounter,
+}
+
+impl ReferenceParam {
+    /// All reference parameters.
+    pub const ALL: [ReferenceParam; 3] = [
+        ReferenceParam::Patient,
+        ReferenceParam::Subject,
+        ReferenceParam::Encounter,
+    ];
+
+    /// The SearchParameter code stored in `search_reference.param`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferenceParam::Patient => "patient",
+            ReferenceParam::Subject => "subject",
+            ReferenceParam::Encounter => "encounter",
+        }
+    }
+
+    /// The parameter with this code, if it is one.
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == code)
+    }
+
+    /// The element paths (and target-type filters) this parameter reads on `res_type`.
+    pub fn paths(
+        self,
+        res_type: &str,
+    ) -> impl Iterator<Item = (&'static str, Option<&'static str>)> + '_ {
+        REFERENCE_PARAMS
+            .iter()
+            .filter(move |(c, t, _, _)| *c == self.as_str() && *t == res_type)
+            .map(|(_, _, path, target)| (*path, *target))
+    }
+
+    /// Whether `res_type` has this parameter.
+    pub fn applies_to(self, res_type: &str) -> bool {
+        self.paths(res_type).next().is_some()
+    }
+
+    /// The single target type when the parameter only ever points at one (`patient`).
+    pub fn fixed_target(self) -> Option<&'static str> {
+        match self {
+            ReferenceParam::Patient => Some("Patient"),
+            ReferenceParam::Encounter => Some("Encounter"),
+            ReferenceParam::Subject => None,
         }
     }
 }
@@ -83,6 +149,24 @@ pub const SUPPORTED_PARAMS: &[ParamDef] = &[
         kind: ParamType::Token,
         documentation: "A business identifier of the resource: system|value",
         applies_to: has_identifier,
+    },
+    ParamDef {
+        code: "patient",
+        kind: ParamType::Reference,
+        documentation: "Who the resource is about, when it is a Patient",
+        applies_to: |t| ReferenceParam::Patient.applies_to(t),
+    },
+    ParamDef {
+        code: "subject",
+        kind: ParamType::Reference,
+        documentation: "The subject of the resource",
+        applies_to: |t| ReferenceParam::Subject.applies_to(t),
+    },
+    ParamDef {
+        code: "encounter",
+        kind: ParamType::Reference,
+        documentation: "The encounter the resource belongs to",
+        applies_to: |t| ReferenceParam::Encounter.applies_to(t),
     },
 ];
 
@@ -129,6 +213,15 @@ pub struct TokenMatch {
     pub value: Option<String>,
 }
 
+/// One reference value: `[Type/]id` (R4 search.html#reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefMatch {
+    /// The target type when known (from `Type/id`, the `:Type` modifier or the parameter).
+    pub target_type: Option<String>,
+    /// The target id.
+    pub id: String,
+}
+
 /// One occurrence of a parameter in the query; its comma-separated values are ORed, and
 /// several occurrences are ANDed (R4 search.html#combining).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +234,11 @@ pub enum SearchParam {
     Token {
         code: TokenParam,
         values: Vec<TokenMatch>,
+    },
+    /// An indexed reference parameter.
+    Reference {
+        code: ReferenceParam,
+        values: Vec<RefMatch>,
     },
 }
 
@@ -190,7 +288,12 @@ pub fn parse_query(
         after_id: None,
         ignored: Vec::new(),
     };
-    for (name, value) in pairs {
+    for (full_name, value) in pairs {
+        let (name, modifier) = match full_name.split_once(':') {
+            Some((n, m)) => (n.to_string(), Some(m)),
+            None => (full_name.clone(), None),
+        };
+        let name = &name;
         let invalid = |reason: &str| SearchError::InvalidValue {
             param: name.clone(),
             value: value.clone(),
@@ -213,12 +316,37 @@ pub fn parse_query(
                     .collect::<Result<Vec<_>, _>>()?;
                 q.params.push(SearchParam::LastUpdated(bounds));
             }
-            "identifier" if has_identifier(res_type) => {
+            "identifier" if modifier.is_none() && has_identifier(res_type) => {
                 let values = split_or(value).iter().map(|v| parse_token(v)).collect();
                 q.params.push(SearchParam::Token {
                     code: TokenParam::Identifier,
                     values,
                 });
+            }
+            code if ReferenceParam::from_code(code).is_some_and(|p| p.applies_to(res_type)) => {
+                let Some(param) = ReferenceParam::from_code(code) else {
+                    continue;
+                };
+                let type_modifier =
+                    modifier.filter(|m| m.chars().next().is_some_and(|c| c.is_ascii_uppercase()));
+                if modifier.is_some() && type_modifier.is_none() {
+                    return Err(invalid("unsupported modifier on a reference parameter"));
+                }
+                let values = split_or(value)
+                    .iter()
+                    .map(|v| parse_reference(v, type_modifier.or(param.fixed_target())))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|r| invalid(&r))?;
+                q.params.push(SearchParam::Reference {
+                    code: param,
+                    values,
+                });
+            }
+            _ if modifier.is_some() => {
+                if strict {
+                    return Err(SearchError::UnknownParam(full_name.clone()));
+                }
+                q.ignored.push(full_name.clone());
             }
             other => {
                 if strict {
@@ -271,6 +399,30 @@ fn parse_token(v: &str) -> TokenMatch {
             value: Some(code.to_string()),
         },
     }
+}
+
+/// `[Type/]id`, an absolute URL ending in `Type/id`, or `Type/id/_history/n`
+/// (R4 search.html#reference). `default_type` comes from a `:Type` modifier or a
+/// parameter with one target type.
+fn parse_reference(v: &str, default_type: Option<&str>) -> Result<RefMatch, String> {
+    let v = v.split("/_history/").next().unwrap_or(v);
+    let parts: Vec<&str> = v.rsplitn(3, '/').collect();
+    let m = match parts.as_slice() {
+        [id] if !id.is_empty() => RefMatch {
+            target_type: default_type.map(str::to_string),
+            id: id.to_string(),
+        },
+        [id, t, ..]
+            if !id.is_empty() && t.chars().next().is_some_and(|c| c.is_ascii_uppercase()) =>
+        {
+            RefMatch {
+                target_type: Some(t.to_string()),
+                id: id.to_string(),
+            }
+        }
+        _ => return Err("expected [Type/]id".to_string()),
+    };
+    Ok(m)
 }
 
 /// `[prefix]date` (R4 search.html#prefix and #date).
