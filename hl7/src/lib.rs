@@ -51,6 +51,7 @@ pub mod charset;
 pub mod delimiters;
 pub mod error;
 pub mod escape;
+pub mod fhir;
 pub mod header;
 pub mod location;
 pub mod message;
