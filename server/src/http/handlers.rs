@@ -132,6 +132,8 @@ pub async fn create(
     let opts = options(&headers, &pairs(&q));
     let resource = resource_body(&state, &headers, body, &t).await?;
     let ctx = &state.ctx;
+    // Validated and serialised before the write transaction begins.
+    let prepared = interaction::prepare_create(ctx, resource)?;
     let mut tx = ctx.store.begin().await?;
     if let Some(criteria) = header_str(&headers, header::HeaderName::from_static("if-none-exist")) {
         let criteria = criteria.trim_start_matches('?');
@@ -156,7 +158,7 @@ pub async fn create(
             _ => return Err(interaction::several_matches("create", &t, criteria)),
         }
     }
-    let w = interaction::create(ctx, tx.as_mut(), resource)?;
+    let w = prepared.queue(tx.as_mut());
     tx.commit().await?;
     Ok(response::written(
         &w,

@@ -22,7 +22,7 @@ use super::{Context, Written, read};
 use crate::clock;
 use crate::error::ApiError;
 use crate::search::SearchQuery;
-use crate::storage::StoreTx;
+use crate::storage::{CurrentVersion, ResourceKey, StoreTx};
 
 /// The HTTP verb of an entry (`Bundle.entry.request.method`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,8 @@ struct Entry {
     resource: Option<Value>,
     if_none_exist: Option<String>,
     if_match: Option<i64>,
+    /// A create validated and serialised before the database transaction began.
+    prepared: Option<super::Prepared>,
 }
 
 /// What phase 1 decided for a write entry.
@@ -196,6 +198,7 @@ fn parse_entry(ctx: &Context, index: usize, entry: Value) -> Result<Entry, ApiEr
             .and_then(Value::as_str)
             .map(|s| s.trim_start_matches('?').to_string()),
         if_match,
+        prepared: None,
     })
 }
 
@@ -257,21 +260,115 @@ async fn transaction(
     mut entries: Vec<Entry>,
     representation: bool,
 ) -> Result<Value, ApiError> {
-    let mut tx = ctx.store.begin().await?;
-    // Phase 1: decide every write's target and map fullUrls.
+    // When no entry needs the database to decide its target (no ifNoneExist, conditional
+    // PUT/DELETE or conditional reference), ids are assigned, references rewritten and
+    // creates validated and serialised before the transaction begins, so concurrent bundles
+    // do their CPU work in parallel and the write lock is held only for the SQL.
+    let static_plans: Option<Vec<Plan>> = entries
+        .iter()
+        .map(|e| {
+            let conditional_refs = e.resource.as_ref().is_some_and(|r| {
+                let mut found = Vec::new();
+                collect_conditional_refs(r, &mut found);
+                !found.is_empty()
+            });
+            if conditional_refs {
+                None
+            } else {
+                static_plan(e)
+            }
+        })
+        .collect();
+    let (mut tx, plans) = match static_plans {
+        Some(plans) => {
+            let id_map = map_targets(&entries, &plans)?;
+            for (e, plan) in entries.iter_mut().zip(&plans) {
+                if let Some(res) = e.resource.as_mut()
+                    && !id_map.is_empty()
+                {
+                    rewrite_references(res, &id_map);
+                }
+                if let Plan::Create(_, id) = plan {
+                    let res = e.resource.take().unwrap_or(Value::Null);
+                    let prepared = super::prepare_create_with_id(ctx, res, id.clone())
+                        .map_err(|err| in_entry(e.index, err))?;
+                    e.prepared = Some(prepared);
+                }
+            }
+            (ctx.store.begin().await?, plans)
+        }
+        None => {
+            let mut tx = ctx.store.begin().await?;
+            let mut plans: Vec<Plan> = Vec::with_capacity(entries.len());
+            for e in &entries {
+                let plan = plan_entry(tx.as_mut(), e)
+                    .await
+                    .map_err(|err| in_entry(e.index, err))?;
+                plans.push(plan);
+            }
+            let id_map = map_targets(&entries, &plans)?;
+            let mut cond_cache: HashMap<String, String> = HashMap::new();
+            for e in entries.iter_mut() {
+                if let Some(res) = e.resource.as_mut() {
+                    resolve_conditional_refs(tx.as_mut(), res, &mut cond_cache)
+                        .await
+                        .map_err(|err| in_entry(e.index, err))?;
+                    if !id_map.is_empty() {
+                        rewrite_references(res, &id_map);
+                    }
+                }
+            }
+            (tx, plans)
+        }
+    };
+    // The current versions of every update target are read (and on PostgreSQL locked) in
+    // one query, so the writes below queue up unflushed until commit.
+    let update_keys: Vec<(String, String)> = plans
+        .iter()
+        .filter_map(|p| match p {
+            Plan::Update(t, id) => Some((t.clone(), id.clone())),
+            _ => None,
+        })
+        .collect();
+    let current = if update_keys.is_empty() {
+        HashMap::new()
+    } else {
+        tx.current_versions(&update_keys).await?
+    };
+    // Execute in the spec's order: DELETE, POST, PUT, GET.
+    let mut order_idx: Vec<usize> = (0..entries.len()).collect();
+    order_idx.sort_by_key(|&i| order(entries[i].verb));
+    let mut responses: Vec<Value> = vec![Value::Null; entries.len()];
+    for i in order_idx {
+        let e = &mut entries[i];
+        let resp = execute(
+            ctx,
+            tx.as_mut(),
+            e,
+            &plans[i],
+            Some(&current),
+            representation,
+        )
+        .await
+        .map_err(|err| in_entry(e.index, err))?;
+        responses[i] = resp;
+    }
+    tx.commit().await?;
+    Ok(response_bundle("transaction-response", responses))
+}
+
+/// Checks that no resource is the target of two entries and maps each entry's `fullUrl`
+/// to its final `Type/id` (R4 http.html#transaction).
+fn map_targets(entries: &[Entry], plans: &[Plan]) -> Result<HashMap<String, String>, ApiError> {
     let mut id_map: HashMap<String, String> = HashMap::new();
-    let mut plans: Vec<Plan> = Vec::with_capacity(entries.len());
     let mut targets = std::collections::HashSet::new();
-    for e in &entries {
-        let plan = plan_entry(ctx, tx.as_mut(), e)
-            .await
-            .map_err(|err| in_entry(e.index, err))?;
+    for (e, plan) in entries.iter().zip(plans) {
         if let Plan::Create(t, id)
         | Plan::Update(t, id)
         | Plan::Existing(t, id)
-        | Plan::Delete(Some((t, id))) = &plan
+        | Plan::Delete(Some((t, id))) = plan
         {
-            if !targets.insert((t.clone(), id.clone())) {
+            if !targets.insert((t.as_str(), id.as_str())) {
                 return Err(in_entry(
                     e.index,
                     ApiError::BadRequest(format!(
@@ -283,37 +380,27 @@ async fn transaction(
                 id_map.insert(full.clone(), format!("{t}/{id}"));
             }
         }
-        plans.push(plan);
     }
-    // Phase 2: resolve conditional references, then rewrite references to fullUrls.
-    let mut cond_cache: HashMap<String, String> = HashMap::new();
-    for e in entries.iter_mut() {
-        if let Some(res) = e.resource.as_mut() {
-            resolve_conditional_refs(tx.as_mut(), res, &mut cond_cache)
-                .await
-                .map_err(|err| in_entry(e.index, err))?;
-            if !id_map.is_empty() {
-                rewrite_references(res, &id_map);
-            }
-        }
-    }
-    // Phase 3: execute in the spec's order.
-    let mut order_idx: Vec<usize> = (0..entries.len()).collect();
-    order_idx.sort_by_key(|&i| order(entries[i].verb));
-    let mut responses: Vec<Value> = vec![Value::Null; entries.len()];
-    for i in order_idx {
-        let e = &mut entries[i];
-        let resp = execute(ctx, tx.as_mut(), e, &plans[i], representation)
-            .await
-            .map_err(|err| in_entry(e.index, err))?;
-        responses[i] = resp;
-    }
-    tx.commit().await?;
-    Ok(response_bundle("transaction-response", responses))
+    Ok(id_map)
 }
 
-async fn plan_entry(ctx: &Context, tx: &mut dyn StoreTx, e: &Entry) -> Result<Plan, ApiError> {
-    let _ = ctx;
+/// The plan of an entry that needs no database lookup, or `None`.
+fn static_plan(e: &Entry) -> Option<Plan> {
+    Some(match (e.verb, &e.target) {
+        (Verb::Post, Target::Type(t)) if e.if_none_exist.is_none() => {
+            Plan::Create(t.clone(), new_id())
+        }
+        (Verb::Put, Target::Instance(t, id)) => Plan::Update(t.clone(), id.clone()),
+        (Verb::Delete, Target::Instance(t, id)) => Plan::Delete(Some((t.clone(), id.clone()))),
+        (Verb::Get, _) => Plan::Get,
+        _ => return None,
+    })
+}
+
+async fn plan_entry(tx: &mut dyn StoreTx, e: &Entry) -> Result<Plan, ApiError> {
+    if let Some(plan) = static_plan(e) {
+        return Ok(plan);
+    }
     Ok(match (e.verb, &e.target) {
         (Verb::Post, Target::Type(t)) => match &e.if_none_exist {
             Some(criteria) => {
@@ -375,17 +462,30 @@ async fn execute(
     tx: &mut dyn StoreTx,
     e: &mut Entry,
     plan: &Plan,
+    known: Option<&HashMap<ResourceKey, CurrentVersion>>,
     representation: bool,
 ) -> Result<Value, ApiError> {
     match plan {
         Plan::Create(_, id) => {
-            let res = e.resource.take().unwrap_or(Value::Null);
-            let w = super::create_with_id(ctx, tx, res, id.clone())?;
+            let prepared = match e.prepared.take() {
+                Some(p) => p,
+                None => {
+                    let res = e.resource.take().unwrap_or(Value::Null);
+                    super::prepare_create_with_id(ctx, res, id.clone())?
+                }
+            };
+            let w = prepared.queue(tx);
             Ok(write_response(ctx, &w, "201 Created", representation))
         }
         Plan::Update(t, id) => {
             let res = e.resource.take().unwrap_or(Value::Null);
-            let w = super::update(ctx, tx, t, id, res, e.if_match).await?;
+            let w = match known {
+                Some(map) => {
+                    let current = map.get(&(t.clone(), id.clone())).copied();
+                    super::update_from(ctx, tx, t, id, res, e.if_match, current)?
+                }
+                None => super::update(ctx, tx, t, id, res, e.if_match).await?,
+            };
             let status = if w.created { "201 Created" } else { "200 OK" };
             Ok(write_response(ctx, &w, status, representation))
         }
@@ -600,11 +700,12 @@ async fn batch(ctx: &Context, raw: Vec<Value>, representation: bool) -> Value {
                 let mut entry = entry.clone();
                 async move {
                     let mut tx = ctx.store.begin().await?;
-                    let plan = plan_entry(ctx, tx.as_mut(), &entry).await?;
+                    let plan = plan_entry(tx.as_mut(), &entry).await?;
                     if let Some(res) = entry.resource.as_mut() {
                         resolve_conditional_refs(tx.as_mut(), res, &mut HashMap::new()).await?;
                     }
-                    let resp = execute(ctx, tx.as_mut(), &mut entry, &plan, representation).await?;
+                    let resp =
+                        execute(ctx, tx.as_mut(), &mut entry, &plan, None, representation).await?;
                     tx.commit().await?;
                     Ok(resp)
                 }

@@ -23,7 +23,7 @@ use crate::clock;
 use crate::error::ApiError;
 use crate::indexing;
 use crate::search::{self, SearchQuery};
-use crate::storage::{NewVersion, Store, StoreError, StoreTx};
+use crate::storage::{CurrentVersion, NewVersion, Store, StoreError, StoreTx};
 
 /// What every interaction needs: the store, the validator and the public base URL.
 pub struct Context {
@@ -162,57 +162,73 @@ fn finalize(
     Ok(value)
 }
 
-fn queue_version(
-    tx: &mut dyn StoreTx,
-    value: &Value,
-    res_type: &str,
-    id: &str,
+/// A version ready to be queued: the row to write and what the client is told. Built
+/// outside any database transaction (validation and serialisation are the CPU-heavy part
+/// of a write), then queued with [`StoreTx::put`].
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub version: NewVersion,
+    pub written: Written,
+}
+
+impl Prepared {
+    /// Queues the version in `tx` and returns the result for the client.
+    pub fn queue(self, tx: &mut dyn StoreTx) -> Written {
+        tx.put(self.version);
+        self.written
+    }
+}
+
+/// Finalises (id, meta, validation), serialises and indexes a resource version.
+fn prepare(
+    ctx: &Context,
+    resource: Value,
+    key: (&str, &str),
     version_id: i64,
-    last_updated: i64,
     method: &'static str,
-    fresh: bool,
-) -> Result<String, ApiError> {
-    let content = serde_json::to_string(value)
+    created: bool,
+) -> Result<Prepared, ApiError> {
+    let (res_type, id) = key;
+    let now = clock::now_micros();
+    let value = finalize(ctx, resource, id, version_id, now)?;
+    let content = serde_json::to_string(&value)
         .map_err(|e| ApiError::Store(StoreError::Corrupt(e.to_string())))?;
-    tx.put(NewVersion {
-        res_type: res_type.to_string(),
-        id: id.to_string(),
-        version_id,
-        last_updated,
-        method,
-        content: Some(content.clone()),
-        index: indexing::extract(value),
-        fresh,
-    });
-    Ok(content)
+    Ok(Prepared {
+        version: NewVersion {
+            res_type: res_type.to_string(),
+            id: id.to_string(),
+            version_id,
+            last_updated: now,
+            method,
+            content: Some(content.clone()),
+            index: indexing::extract(&value),
+            fresh: method == "POST",
+        },
+        written: Written {
+            res_type: res_type.to_string(),
+            id: id.to_string(),
+            version_id,
+            last_updated: now,
+            content: Some(content),
+            created,
+        },
+    })
 }
 
 /// Create (R4 http.html#create): a new resource with a server-assigned id (UUID v4), any
-/// id in the body ignored. Errors: 422 invalid resource.
-pub fn create(ctx: &Context, tx: &mut dyn StoreTx, resource: Value) -> Result<Written, ApiError> {
-    let id = uuid::Uuid::new_v4().to_string();
-    create_with_id(ctx, tx, resource, id)
+/// id in the body ignored, prepared outside the transaction. Errors: 422 invalid resource.
+pub fn prepare_create(ctx: &Context, resource: Value) -> Result<Prepared, ApiError> {
+    prepare_create_with_id(ctx, resource, uuid::Uuid::new_v4().to_string())
 }
 
 /// Create with an id chosen beforehand (transactions assign ids before processing).
-pub fn create_with_id(
+pub fn prepare_create_with_id(
     ctx: &Context,
-    tx: &mut dyn StoreTx,
     resource: Value,
     id: String,
-) -> Result<Written, ApiError> {
+) -> Result<Prepared, ApiError> {
     let res_type = resource_type_of(&resource).to_string();
-    let now = clock::now_micros();
-    let value = finalize(ctx, resource, &id, 1, now)?;
-    let content = queue_version(tx, &value, &res_type, &id, 1, now, "POST", true)?;
-    Ok(Written {
-        res_type,
-        id,
-        version_id: 1,
-        last_updated: now,
-        content: Some(content),
-        created: true,
-    })
+    prepare(ctx, resource, (&res_type, &id), 1, "POST", true)
 }
 
 /// Update (R4 http.html#update): the next version of `res_type/id`, or version 1 when the
@@ -228,7 +244,28 @@ pub async fn update(
 ) -> Result<Written, ApiError> {
     let key = (res_type.to_string(), id.to_string());
     let current = tx.current_versions(std::slice::from_ref(&key)).await?;
-    let current = current.get(&key).copied();
+    update_from(
+        ctx,
+        tx,
+        res_type,
+        id,
+        resource,
+        if_match,
+        current.get(&key).copied(),
+    )
+}
+
+/// [`update`] when the current version is already known (transactions look all of theirs
+/// up in one query before writing).
+pub fn update_from(
+    ctx: &Context,
+    tx: &mut dyn StoreTx,
+    res_type: &str,
+    id: &str,
+    resource: Value,
+    if_match: Option<i64>,
+    current: Option<CurrentVersion>,
+) -> Result<Written, ApiError> {
     if let Some(expected) = if_match {
         let actual = current.filter(|c| !c.deleted).map(|c| c.version_id);
         if actual != Some(expected) {
@@ -240,17 +277,8 @@ pub async fn update(
     }
     let version_id = current.map_or(1, |c| c.version_id + 1);
     let created = current.is_none_or(|c| c.deleted);
-    let now = clock::now_micros();
-    let value = finalize(ctx, resource, id, version_id, now)?;
-    let content = queue_version(tx, &value, res_type, id, version_id, now, "PUT", false)?;
-    Ok(Written {
-        res_type: res_type.to_string(),
-        id: id.to_string(),
-        version_id,
-        last_updated: now,
-        content: Some(content),
-        created,
-    })
+    let prepared = prepare(ctx, resource, (res_type, id), version_id, "PUT", created)?;
+    Ok(prepared.queue(tx))
 }
 
 /// Delete (R4 http.html#delete): a logical delete, adding a version with no content. Returns

@@ -185,7 +185,7 @@ pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -
         .bind(Bind::Bool(false));
     for param in &q.params {
         sql.push(" AND (");
-        push_param(&mut sql, param);
+        push_param(&mut sql, &q.res_type, param);
         sql.push(")");
     }
     if let Some(after) = &q.after_id {
@@ -197,7 +197,7 @@ pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -
 }
 
 /// One search parameter occurrence: its values are ORed (R4 search.html#combining).
-fn push_param(sql: &mut Sql, param: &SearchParam) {
+fn push_param(sql: &mut Sql, res_type: &str, param: &SearchParam) {
     match param {
         SearchParam::Id(ids) => {
             sql.push("r.id IN (");
@@ -218,12 +218,13 @@ fn push_param(sql: &mut Sql, param: &SearchParam) {
             }
         }
         SearchParam::Reference { code, values } => {
-            sql.push(
-                "EXISTS (SELECT 1 FROM search_reference x WHERE x.res_type = r.res_type \
-                 AND x.id = r.id AND x.param = ",
-            )
-            .bind(Bind::Text(code.as_str().to_string()))
-            .push(" AND (");
+            // Driven by the index: `r.id IN (…)` lets the planner start from
+            // search_reference_lookup instead of scanning every resource of the type.
+            sql.push("r.id IN (SELECT x.id FROM search_reference x WHERE x.res_type = ")
+                .bind(Bind::Text(res_type.to_string()))
+                .push(" AND x.param = ")
+                .bind(Bind::Text(code.as_str().to_string()))
+                .push(" AND (");
             for (i, m) in values.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
@@ -238,12 +239,11 @@ fn push_param(sql: &mut Sql, param: &SearchParam) {
             sql.push("))");
         }
         SearchParam::Token { code, values } => {
-            sql.push(
-                "EXISTS (SELECT 1 FROM search_token t WHERE t.res_type = r.res_type \
-                 AND t.id = r.id AND t.param = ",
-            )
-            .bind(Bind::Text(code.as_str().to_string()))
-            .push(" AND (");
+            sql.push("r.id IN (SELECT t.id FROM search_token t WHERE t.res_type = ")
+                .bind(Bind::Text(res_type.to_string()))
+                .push(" AND t.param = ")
+                .bind(Bind::Text(code.as_str().to_string()))
+                .push(" AND (");
             for (i, m) in values.iter().enumerate() {
                 if i > 0 {
                     sql.push(" OR ");
