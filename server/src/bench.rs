@@ -7,6 +7,8 @@
 //!   `--seconds`, printing requests/second and p50/p99 latency. With no `--server` it starts
 //!   a server in this process on a free port (client and server then share the machine's
 //!   cores, as they would on one small host).
+//! - `bench mllp`: HL7 v2 ORU^R01 over MLLP from `--connections` connections: messages/second
+//!   and ACK latency p50/p99 (implemented in `crate::mllp::bench`).
 //!
 //! Figures are printed, never asserted: speed targets are checked by reading them.
 
@@ -60,6 +62,24 @@ pub enum Which {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// HL7 v2 over MLLP: ORU^R01 messages/second and ACK latency (see `crate::mllp::bench`).
+    Mllp {
+        /// Database for the in-process server (ignored with --to).
+        #[arg(long, default_value = "sqlite://mediflow-bench/mllp.db")]
+        database_url: String,
+        /// A running server's MLLP address (host:port) instead of an in-process one.
+        #[arg(long)]
+        to: Option<String>,
+        /// Concurrent MLLP connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Duration in seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// OBX segments per ORU^R01 message.
+        #[arg(long, default_value_t = 10)]
+        observations: usize,
+    },
 }
 
 /// Runs the chosen benchmark and prints its figures.
@@ -77,6 +97,22 @@ pub async fn run(args: BenchArgs) -> StartResult<()> {
             clients,
             seconds,
         } => bench_read(&database_url, server, clients, Duration::from_secs(seconds)).await,
+        Which::Mllp {
+            database_url,
+            to,
+            connections,
+            seconds,
+            observations,
+        } => {
+            crate::mllp::bench::run(crate::mllp::bench::MllpBench {
+                database_url,
+                to,
+                connections,
+                duration: Duration::from_secs(seconds),
+                observations,
+            })
+            .await
+        }
     }
 }
 

@@ -9,6 +9,8 @@
 //!   rows extracted from a resource at write time.
 //! - [`storage`]: the `Store` trait and its SQLite and PostgreSQL implementations; all SQL.
 //! - [`server`]: start-up (config, database, validator, listener, graceful shutdown).
+//! - [`mllp`]: HL7 v2 over MLLP — listener, processing into FHIR transactions, ACKs,
+//!   stored messages (`hl7_messages`), `mediflow hl7 …` and `bench mllp`.
 //! - [`import`]: the `mediflow import` command; [`bench`]: `mediflow bench`.
 
 pub mod bench;
@@ -18,6 +20,7 @@ pub mod http;
 pub mod import;
 pub mod indexing;
 pub mod interaction;
+pub mod mllp;
 pub mod search;
 pub mod server;
 pub mod storage;

@@ -1,9 +1,10 @@
-//! The `mediflow` command: `serve`, `import`, `bench`.
+//! The `mediflow` command: `serve`, `import`, `bench`, `hl7`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use mediflow::mllp;
 use mediflow::server::{self, DEFAULT_MAX_BODY_BYTES, ServeConfig};
 
 /// MediFlow: a FHIR R4 server for hospitals.
@@ -31,6 +32,22 @@ enum Command {
         /// Largest accepted request body in bytes (413 above).
         #[arg(long, env = "MEDIFLOW_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
         max_body_bytes: usize,
+        /// Address of the HL7 v2 MLLP listener.
+        #[arg(long, env = "MEDIFLOW_MLLP_LISTEN", default_value = mllp::DEFAULT_LISTEN)]
+        mllp_listen: SocketAddr,
+        /// Do not listen for HL7 v2 over MLLP.
+        #[arg(long, env = "MEDIFLOW_NO_MLLP")]
+        no_mllp: bool,
+        /// Close an MLLP connection after this many seconds without a byte.
+        #[arg(long, env = "MEDIFLOW_MLLP_IDLE_TIMEOUT_SECS", default_value_t = mllp::DEFAULT_IDLE_TIMEOUT_SECS)]
+        mllp_idle_timeout_secs: u64,
+        /// Largest HL7 v2 message accepted over MLLP, in bytes (AR above).
+        #[arg(long, env = "MEDIFLOW_MLLP_MAX_MESSAGE_BYTES", default_value_t = mllp::DEFAULT_MAX_MESSAGE_BYTES)]
+        mllp_max_message_bytes: usize,
+        /// Do not create patients that HL7 results and orders refer to: such messages are
+        /// answered AE (ERR-3 204) unless the patient exists.
+        #[arg(long, env = "MEDIFLOW_HL7_NO_AUTO_CREATE")]
+        hl7_no_auto_create: bool,
     },
     /// Load FHIR Bundles (transaction, batch, collection) and NDJSON files or folders.
     Import {
@@ -52,6 +69,9 @@ enum Command {
     },
     /// Benchmarks: import throughput and read latency (see docs/performance/).
     Bench(mediflow::bench::BenchArgs),
+    /// HL7 v2: list and reprocess stored messages, send files over MLLP.
+    #[command(subcommand)]
+    Hl7(mllp::admin::Hl7Command),
 }
 
 /// The embedded default database: `./mediflow-data/mediflow.db`.
@@ -76,6 +96,11 @@ async fn main() -> std::process::ExitCode {
             database_url,
             base_url,
             max_body_bytes,
+            mllp_listen,
+            no_mllp,
+            mllp_idle_timeout_secs,
+            mllp_max_message_bytes,
+            hl7_no_auto_create,
         } => {
             let database_url = database_url.unwrap_or_else(|| {
                 let url = default_database_url();
@@ -90,6 +115,12 @@ async fn main() -> std::process::ExitCode {
                 database_url,
                 base_url,
                 max_body_bytes,
+                mllp: (!no_mllp).then(|| mllp::MllpConfig {
+                    listen: mllp_listen,
+                    idle_timeout: std::time::Duration::from_secs(mllp_idle_timeout_secs.max(1)),
+                    max_message_bytes: mllp_max_message_bytes,
+                    auto_create_patients: !hl7_no_auto_create,
+                }),
             })
             .await
         }
@@ -113,6 +144,11 @@ async fn main() -> std::process::ExitCode {
             }
         }
         Command::Bench(args) => mediflow::bench::run(args).await,
+        Command::Hl7(command) => match mllp::admin::run(command).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::from(1),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

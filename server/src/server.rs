@@ -1,5 +1,6 @@
 //! Start-up: connect the store (running its migrations), compile the validator, bind the
-//! listener and serve until SIGTERM or Ctrl-C (graceful shutdown: in-flight requests finish).
+//! HTTP listener and the HL7 v2 MLLP listener (`crate::mllp`), and serve until SIGTERM or
+//! Ctrl-C (graceful shutdown: in-flight requests and messages finish).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,9 @@ pub struct ServeConfig {
     pub base_url: Option<String>,
     /// Request body limit in bytes.
     pub max_body_bytes: usize,
+    /// The HL7 v2 MLLP listener (`--mllp-listen`, default 127.0.0.1:2575); `None` with
+    /// `--no-mllp`.
+    pub mllp: Option<crate::mllp::MllpConfig>,
 }
 
 /// Builds the interaction context: connects the store and compiles the validator.
@@ -48,15 +52,50 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         .unwrap_or_else(|| format!("http://{}/fhir", config.listen));
     let ctx = context(&config.database_url, base_url.clone()).await?;
     tracing::info!(backend = ctx.store.backend(), database = %redact(&config.database_url), "database ready");
+    // One shutdown signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mllp = match &config.mllp {
+        Some(mllp_config) => {
+            let mllp_ctx = Context {
+                store: ctx.store.clone(),
+                validator: ctx.validator.clone(),
+                base_url: ctx.base_url.clone(),
+            };
+            let processor = Arc::new(crate::mllp::Processor::new(
+                mllp_ctx,
+                crate::mllp::mapping::config(mllp_config.auto_create_patients),
+            ));
+            let listener = crate::mllp::Listener::bind(mllp_config, processor)
+                .await
+                .map_err(|e| format!("MLLP listener on {}: {e}", mllp_config.listen))?;
+            tracing::info!(
+                listen = %listener.local_addr()?,
+                auto_create_patients = mllp_config.auto_create_patients,
+                "HL7 v2 MLLP listener ready"
+            );
+            Some(tokio::spawn(listener.run(stopped.clone())))
+        }
+        None => None,
+    };
     let state = Arc::new(AppState {
         ctx,
         max_body_bytes: config.max_body_bytes,
     });
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, base_url = %base_url, "MediFlow FHIR server listening");
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let mut http_stopped = stopped.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            let _ = http_stopped.wait_for(|v| *v).await;
+        })
         .await?;
+    if let Some(task) = mllp {
+        let _ = task.await;
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! [`response`].
 
 mod handlers;
+mod hl7_messages;
 pub mod response;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/fhir", with_405(post(bundle)))
         .route("/fhir/", with_405(post(bundle)))
         .route("/fhir/_history", with_405(get(history_system)))
+        .route("/fhir/$hl7-messages", with_405(get(hl7_messages::list)))
         .route(
             "/fhir/{res_type}",
             with_405(

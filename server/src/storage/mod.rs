@@ -10,6 +10,7 @@
 //! next read in the same transaction and at commit, so a 1,000-entry transaction Bundle costs
 //! a handful of round trips rather than thousands.
 
+pub mod hl7_messages;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -172,6 +173,32 @@ pub trait Store: Send + Sync {
     async fn history(&self, query: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError>;
     /// Runs a search over current, non-deleted resources.
     async fn search(&self, query: &SearchQuery) -> Result<SearchPage, StoreError>;
+
+    // HL7 v2 messages received over MLLP (issue 4; table hl7_messages, see hl7_messages.rs).
+
+    /// Stores an incoming HL7 v2 message with status `received`, or, when a message with
+    /// the same MSH-3, MSH-4 and MSH-10 is stored already, returns that one
+    /// ([`hl7_messages::Hl7Insert::Duplicate`]) and stores nothing.
+    async fn hl7_insert(
+        &self,
+        message: &hl7_messages::NewHl7Message,
+    ) -> Result<hl7_messages::Hl7Insert, StoreError>;
+    /// Records the outcome of processing message `id`: status, reason (for `error`) and the
+    /// application ACK text (MSA-1 AA/AE/AR), stamping `processed_at`.
+    async fn hl7_finish(
+        &self,
+        id: i64,
+        status: hl7_messages::Hl7Status,
+        reason: Option<&str>,
+        ack: &str,
+    ) -> Result<(), StoreError>;
+    /// One stored message, raw text and ACK included.
+    async fn hl7_get(&self, id: i64) -> Result<Option<hl7_messages::Hl7MessageRecord>, StoreError>;
+    /// Stored messages, newest first.
+    async fn hl7_list(
+        &self,
+        query: &hl7_messages::Hl7ListQuery,
+    ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError>;
 }
 
 /// One database transaction. Dropping it without [`StoreTx::commit`] rolls back.

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
+use super::hl7_messages;
 use super::sql::{self, Bind, Dialect, Sql};
 use super::sqlite::{describe, is_unique_violation};
 use super::{
@@ -118,6 +119,34 @@ impl Store for PgStore {
         let has_more = matches.len() > q.count;
         matches.truncate(q.count);
         Ok(SearchPage { matches, has_more })
+    }
+
+    async fn hl7_insert(
+        &self,
+        message: &hl7_messages::NewHl7Message,
+    ) -> Result<hl7_messages::Hl7Insert, StoreError> {
+        hl7_messages::postgres::insert(&self.pool, message).await
+    }
+
+    async fn hl7_finish(
+        &self,
+        id: i64,
+        status: hl7_messages::Hl7Status,
+        reason: Option<&str>,
+        ack: &str,
+    ) -> Result<(), StoreError> {
+        hl7_messages::postgres::finish(&self.pool, id, status, reason, ack).await
+    }
+
+    async fn hl7_get(&self, id: i64) -> Result<Option<hl7_messages::Hl7MessageRecord>, StoreError> {
+        hl7_messages::postgres::get(&self.pool, id).await
+    }
+
+    async fn hl7_list(
+        &self,
+        query: &hl7_messages::Hl7ListQuery,
+    ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError> {
+        hl7_messages::postgres::list(&self.pool, query).await
     }
 }
 

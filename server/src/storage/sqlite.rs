@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
+use super::hl7_messages;
 use super::sql::{self, Bind, Dialect, Sql};
 use super::{
     CurrentVersion, HistoryQuery, NewVersion, ResourceKey, SearchPage, Store, StoreError, StoreTx,
@@ -140,6 +141,34 @@ impl Store for SqliteStore {
         let has_more = matches.len() > q.count;
         matches.truncate(q.count);
         Ok(SearchPage { matches, has_more })
+    }
+
+    async fn hl7_insert(
+        &self,
+        message: &hl7_messages::NewHl7Message,
+    ) -> Result<hl7_messages::Hl7Insert, StoreError> {
+        hl7_messages::sqlite::insert(&self.writer, message).await
+    }
+
+    async fn hl7_finish(
+        &self,
+        id: i64,
+        status: hl7_messages::Hl7Status,
+        reason: Option<&str>,
+        ack: &str,
+    ) -> Result<(), StoreError> {
+        hl7_messages::sqlite::finish(&self.writer, id, status, reason, ack).await
+    }
+
+    async fn hl7_get(&self, id: i64) -> Result<Option<hl7_messages::Hl7MessageRecord>, StoreError> {
+        hl7_messages::sqlite::get(&self.reader, id).await
+    }
+
+    async fn hl7_list(
+        &self,
+        query: &hl7_messages::Hl7ListQuery,
+    ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError> {
+        hl7_messages::sqlite::list(&self.reader, query).await
     }
 }
 
