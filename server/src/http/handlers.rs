@@ -245,7 +245,7 @@ pub async fn conditional_update(
                         interaction::check_id(id)?;
                         id.clone()
                     }
-                    None => uuid::Uuid::new_v4().to_string(),
+                    None => interaction::new_resource_id(),
                 },
                 [one] => {
                     if let Some(b) = body_id

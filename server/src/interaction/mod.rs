@@ -218,7 +218,16 @@ fn prepare(
 /// Create (R4 http.html#create): a new resource with a server-assigned id (UUID v4), any
 /// id in the body ignored, prepared outside the transaction. Errors: 422 invalid resource.
 pub fn prepare_create(ctx: &Context, resource: Value) -> Result<Prepared, ApiError> {
-    prepare_create_with_id(ctx, resource, uuid::Uuid::new_v4().to_string())
+    prepare_create_with_id(ctx, resource, new_resource_id())
+}
+
+/// A new server-assigned logical id: a UUID v7 (RFC 9562), 36 characters, valid as a FHIR
+/// id (R4 datatypes.html#id). Time-ordered, so ids created together sit together in every
+/// index keyed by id: inserts stay local instead of touching a random B-tree page each
+/// (measured: SQLite import fell from 5,700 to 3,600 resources/s between 30k and 110k
+/// resources with random v4 ids).
+pub fn new_resource_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// Create with an id chosen beforehand (transactions assign ids before processing).
