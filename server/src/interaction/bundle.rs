@@ -454,7 +454,7 @@ async fn plan_entry(tx: &mut dyn StoreTx, e: &Entry) -> Result<Plan, ApiError> {
 }
 
 fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    super::new_resource_id()
 }
 
 async fn execute(
@@ -651,15 +651,29 @@ fn collect_conditional_refs(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// Rewrites references found in `map` (fullUrl → `Type/id`): every `reference` element at
-/// any depth (extensions and contained resources included) and links in `text.div`
-/// (R4 bundle.html#references).
+/// Element names whose values are links that a transaction rewrites besides
+/// `Reference.reference`: R4 http.html#trules asks for "elements of type uri, url, oid,
+/// uuid" too (e.g. `Attachment.url` pointing at a Binary in the bundle, `valueUri` in an
+/// extension). Identifier values are strings, not links, and are left alone.
+const LINK_ELEMENTS: &[&str] = &[
+    "reference",
+    "url",
+    "uri",
+    "valueUri",
+    "valueUrl",
+    "valueOid",
+    "valueUuid",
+];
+
+/// Rewrites links found in `map` (fullUrl → `Type/id`), at any depth (extensions and
+/// contained resources included): `reference` and the uri-typed [`LINK_ELEMENTS`], and
+/// `href`/`src` links in `text.div` (R4 http.html#trules, bundle.html#references).
 pub fn rewrite_references(v: &mut Value, map: &HashMap<String, String>) {
     match v {
         Value::Object(m) => {
             for (k, child) in m.iter_mut() {
                 match child {
-                    Value::String(s) if k == "reference" => {
+                    Value::String(s) if LINK_ELEMENTS.contains(&k.as_str()) => {
                         if let Some(new) = map.get(s.as_str()) {
                             *s = new.clone();
                         }
