@@ -70,7 +70,9 @@ fn supported_samples() -> Vec<(String, Message)> {
             // One hapi ORU has a blank PID-3: refused (MissingField PID-3), tested below.
             let no_pid3 = msg.get("PID-3").is_none_or(|v| v.trim().is_empty());
             // oru-imm has OBRs with an empty OBR-4 (codes shifted into OBR-3): refused.
-            if ok && !no_pid3 && !c[0].ends_with("oru-imm.hl7") {
+            // ORU-R01-01 has an OBX before any OBR: refused (segment sequence), tested below.
+            if ok && !no_pid3 && !c[0].ends_with("oru-imm.hl7") && !c[0].ends_with("ORU-R01-01.hl7")
+            {
                 out.push((c[0].to_owned(), msg));
             }
         }
@@ -603,13 +605,12 @@ fn nte_after_obx_becomes_observation_note() {
 
 #[test]
 fn samples_with_every_obx_type_map() {
-    // ORU: CWE, NM, TX (LRI), ST/TX (linuxforhealth), RP/CWE/NM (ORU-R01-01), SN (RMGEAD);
+    // ORU: CWE, NM, TX (LRI), ST/TX (linuxforhealth), SN (RMGEAD);
     // order OBX: TS (MDHHS OML 1), ST (MDHHS OML 2), ED/NM/RP/ST (OML-O21-03).
     let mut kinds = std::collections::BTreeSet::new();
     for f in [
         "microsoft-fhir-converter/LRI_2.0-NG_CBC_Typ_Message.hl7",
         "linuxforhealth-hl7v2-fhir-converter/ORU-multiline-short-mixed.hl7",
-        "microsoft-fhir-converter/ORU-R01-01.hl7",
         "microsoft-fhir-converter/ORU-R01-RMGEAD.hl7",
         "microsoft-fhir-converter/MDHHS-OML-O21-1.hl7",
         "microsoft-fhir-converter/MDHHS-OML-O21-2.hl7",
@@ -823,4 +824,14 @@ fn result_without_order_numbers_is_keyed_on_the_control_id() {
         o["resource"]["valueCodeableConcept"]["coding"][0]["system"],
         "http://terminology.hl7.org/CodeSystem/v2-0136"
     );
+}
+
+#[test]
+fn result_before_any_order_is_a_segment_sequence_error() {
+    // ORU-R01-01 carries an OBX (ED) before its first OBR: dropping it silently would lose
+    // a result, so the message is refused (AE, ERR-3 100).
+    let msg = sample("microsoft-fhir-converter/ORU-R01-01.hl7");
+    let err = to_transaction(&msg, &MappingConfig::default()).unwrap_err();
+    assert_eq!(err.ack_code(), hl7::ack::AckCode::AE);
+    assert_eq!(err.error_code(), hl7::ack::ErrorCode::SegmentSequenceError);
 }

@@ -3,8 +3,9 @@
 //!
 //! Segments are grouped in message order: PID starts a patient; ORC, or an OBR not preceded
 //! by its own ORC, starts an order; OBX, SPM and NTE attach to the current order (an NTE to
-//! the OBX before it, else to the order). OBX or NTE before any ORC/OBR, and PV1, are not
-//! mapped.
+//! the OBX before it, else to the order). An OBX before any ORC/OBR is a segment sequence
+//! error (the message is refused rather than a result dropped); NTE before any ORC/OBR and
+//! PV1 are not mapped.
 //!
 //! Order numbers: placer ORC-2 (else OBR-2), filler ORC-3 (else OBR-3), as EI. When EI-2..4
 //! are empty the system comes from the facility that assigned the number: in ORM/OML the
@@ -98,12 +99,19 @@ pub(crate) fn map(ctx: &mut Ctx, kind: Kind) -> Result<(), MappingError> {
                     groups.push(g);
                 }
             },
-            "OBX" => {
-                if let Some(g) = groups.last_mut() {
+            "OBX" => match groups.last_mut() {
+                Some(g) => {
                     g.obx.push((s, Vec::new()));
                     g.last_obx = true;
                 }
-            }
+                // A result outside any order group would be silently lost: refuse the
+                // message instead (AE, ERR-3 100 segment sequence error).
+                None => {
+                    return Err(MappingError::MissingSegment {
+                        segment: "OBR".into(),
+                    });
+                }
+            },
             "SPM" => {
                 if let Some(g) = groups.last_mut() {
                     g.spm.push(s);
