@@ -109,9 +109,12 @@ async fn main() -> std::process::ExitCode {
         } => {
             let database_url = database_url.unwrap_or_else(|| {
                 let url = default_database_url();
+                let path = std::env::current_dir()
+                    .map(|d| d.join("mediflow-data").join("mediflow.db"))
+                    .unwrap_or_else(|_| "mediflow-data/mediflow.db".into());
                 tracing::info!(
-                    path = "mediflow-data/mediflow.db",
-                    "no --database-url: using the embedded SQLite file"
+                    path = %path.display(),
+                    "no --database-url: using the embedded SQLite file (created if missing)"
                 );
                 url
             });
