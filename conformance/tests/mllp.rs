@@ -95,6 +95,63 @@ async fn adt_events_update_one_patient_and_its_encounter(server: Server) {
     assert_eq!(encounters[0]["status"], "finished", "{}", encounters[0]);
 }
 
+/// Each remaining ADT event of issue 4 through MLLP: A05 pre-admit, A11 cancel admit,
+/// A12 cancel transfer (crafted from the A02 sample: no A12 sample exists), A13 cancel
+/// discharge, A28 add person, A31 update person. Encounter.status per event follows the
+/// mapping (hl7::fhir::adt; R4 valueset-encounter-status): planned, cancelled, in-progress.
+async fn adt_pre_admit_cancel_and_person_events_are_applied(server: Server) {
+    let dir = "microsoft-fhir-converter";
+    let a12 = with_msh_field(
+        &sample_message(&format!("{dir}/ADT-A02-01.hl7")),
+        9,
+        "ADT^A12^ADT_A12",
+    );
+    let steps: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        (
+            "A05",
+            sample_message(&format!("{dir}/ADT-A05-01.hl7")),
+            Some("planned"),
+        ),
+        (
+            "A11",
+            sample_message(&format!("{dir}/ADT-A11-01.hl7")),
+            Some("cancelled"),
+        ),
+        (
+            "A13",
+            sample_message(&format!("{dir}/ADT-A13-01.hl7")),
+            Some("in-progress"),
+        ),
+        ("A12", a12, Some("in-progress")),
+        (
+            "A28",
+            sample_message(&format!("{dir}/ADT-A28-01.hl7")),
+            None,
+        ),
+        (
+            "A31",
+            sample_message(&format!("{dir}/ADT-A31-01.hl7")),
+            None,
+        ),
+    ];
+    for (event, msg, status) in steps {
+        send_ok(&server, &msg).await;
+        let patient = patient_by_identifier(&server, &pid3(&msg)).await;
+        let id = patient["id"].as_str().unwrap_or_default().to_string();
+        if let Some(expected) = status {
+            let encounters = server
+                .search(&format!("Encounter?subject=Patient/{id}"))
+                .await;
+            assert!(!encounters.is_empty(), "{event}: no Encounter");
+            let statuses: Vec<&Value> = encounters.iter().map(|e| &e["status"]).collect();
+            assert!(
+                statuses.iter().any(|s| *s == expected),
+                "{event}: expected an Encounter with status {expected}, got {statuses:?}"
+            );
+        }
+    }
+}
+
 async fn adt_a40_merge_links_the_two_patients(server: Server) {
     let dir = "microsoft-fhir-converter";
     // MSH-15/16 are NE|NE in this sample: ask for original mode instead.
@@ -763,6 +820,7 @@ async fn python_mllp_send_gets_an_aa(server: Server) {
 
 server_tests!(
     adt_events_update_one_patient_and_its_encounter,
+    adt_pre_admit_cancel_and_person_events_are_applied,
     adt_a40_merge_links_the_two_patients,
     oru_results_become_observations_of_every_value_type,
     orm_and_oml_orders_become_service_requests,
