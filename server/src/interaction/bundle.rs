@@ -83,9 +83,49 @@ enum Plan {
 /// entry's error, wrapped in [`ApiError::InEntry`] with its index.
 pub async fn process(
     ctx: &Context,
-    mut bundle: Value,
+    bundle: Value,
     representation: bool,
 ) -> Result<Value, ApiError> {
+    let (kind, raw_entries) = split_bundle(bundle)?;
+    match kind.as_str() {
+        "transaction" => {
+            let prepared = prepare_entries(ctx, raw_entries)?;
+            let mut tx = ctx.store.begin().await?;
+            let response = run_transaction(ctx, tx.as_mut(), prepared, representation).await?;
+            tx.commit().await?;
+            Ok(response)
+        }
+        "batch" => Ok(batch(ctx, raw_entries, representation).await),
+        other => Err(ApiError::BadRequest(format!(
+            "Bundle.type must be 'transaction' or 'batch' to be processed, not '{other}'"
+        ))),
+    }
+}
+
+/// A transaction Bundle parsed, with the CPU work that needs no database done, ready for
+/// [`run_transaction`].
+pub struct PreparedTransaction {
+    entries: Vec<Entry>,
+    static_plans: Option<Vec<Plan>>,
+}
+
+/// Parses a Bundle of type `transaction` and does its database-free work (ids, reference
+/// rewriting and create validation when no entry is conditional), so the caller can open
+/// its database transaction afterwards and hold it only for the SQL.
+///
+/// Errors: 400 for a Bundle that is not a transaction or a malformed entry.
+pub fn prepare_transaction(ctx: &Context, bundle: Value) -> Result<PreparedTransaction, ApiError> {
+    let (kind, raw_entries) = split_bundle(bundle)?;
+    if kind != "transaction" {
+        return Err(ApiError::BadRequest(format!(
+            "Bundle.type must be 'transaction', not '{kind}'"
+        )));
+    }
+    prepare_entries(ctx, raw_entries)
+}
+
+/// `Bundle.type` and the entries of a Bundle.
+fn split_bundle(mut bundle: Value) -> Result<(String, Vec<Value>), ApiError> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::BadRequest(
             "POST to the base URL needs a Bundle (R4 http.html#transaction)".into(),
@@ -98,20 +138,57 @@ pub async fn process(
         Some(Value::Array(a)) => a,
         Some(_) => return Err(ApiError::BadRequest("Bundle.entry must be an array".into())),
     };
-    match kind.as_str() {
-        "transaction" => {
-            let entries = raw_entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| parse_entry(ctx, i, e).map_err(|err| in_entry(i, err)))
-                .collect::<Result<Vec<_>, _>>()?;
-            transaction(ctx, entries, representation).await
+    Ok((kind, raw_entries))
+}
+
+fn prepare_entries(
+    ctx: &Context,
+    raw_entries: Vec<Value>,
+) -> Result<PreparedTransaction, ApiError> {
+    let mut entries = raw_entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| parse_entry(ctx, i, e).map_err(|err| in_entry(i, err)))
+        .collect::<Result<Vec<_>, _>>()?;
+    // When no entry needs the database to decide its target (no ifNoneExist, conditional
+    // PUT/DELETE or conditional reference), ids are assigned, references rewritten and
+    // creates validated and serialised before the transaction begins, so concurrent bundles
+    // do their CPU work in parallel and the write lock is held only for the SQL.
+    let static_plans: Option<Vec<Plan>> = entries
+        .iter()
+        .map(|e| {
+            let conditional_refs = e.resource.as_ref().is_some_and(|r| {
+                let mut found = Vec::new();
+                collect_conditional_refs(r, &mut found);
+                !found.is_empty()
+            });
+            if conditional_refs {
+                None
+            } else {
+                static_plan(e)
+            }
+        })
+        .collect();
+    if let Some(plans) = &static_plans {
+        let id_map = map_targets(&entries, plans)?;
+        for (e, plan) in entries.iter_mut().zip(plans) {
+            if let Some(res) = e.resource.as_mut()
+                && !id_map.is_empty()
+            {
+                rewrite_references(res, &id_map);
+            }
+            if let Plan::Create(_, id) = plan {
+                let res = e.resource.take().unwrap_or(Value::Null);
+                let prepared = super::prepare_create_with_id(ctx, res, id.clone())
+                    .map_err(|err| in_entry(e.index, err))?;
+                e.prepared = Some(prepared);
+            }
         }
-        "batch" => Ok(batch(ctx, raw_entries, representation).await),
-        other => Err(ApiError::BadRequest(format!(
-            "Bundle.type must be 'transaction' or 'batch' to be processed, not '{other}'"
-        ))),
     }
+    Ok(PreparedTransaction {
+        entries,
+        static_plans,
+    })
 }
 
 fn in_entry(index: usize, source: ApiError) -> ApiError {
@@ -255,53 +332,27 @@ fn order(verb: Verb) -> u8 {
     }
 }
 
-async fn transaction(
+/// Runs a prepared transaction Bundle inside `tx`, returning the response Bundle; the
+/// caller commits `tx` (or drops it to roll back, which it must on an error).
+///
+/// Errors: any entry's error, wrapped in [`ApiError::InEntry`] with its index.
+pub async fn run_transaction(
     ctx: &Context,
-    mut entries: Vec<Entry>,
+    tx: &mut dyn StoreTx,
+    prepared: PreparedTransaction,
     representation: bool,
 ) -> Result<Value, ApiError> {
-    // When no entry needs the database to decide its target (no ifNoneExist, conditional
-    // PUT/DELETE or conditional reference), ids are assigned, references rewritten and
-    // creates validated and serialised before the transaction begins, so concurrent bundles
-    // do their CPU work in parallel and the write lock is held only for the SQL.
-    let static_plans: Option<Vec<Plan>> = entries
-        .iter()
-        .map(|e| {
-            let conditional_refs = e.resource.as_ref().is_some_and(|r| {
-                let mut found = Vec::new();
-                collect_conditional_refs(r, &mut found);
-                !found.is_empty()
-            });
-            if conditional_refs {
-                None
-            } else {
-                static_plan(e)
-            }
-        })
-        .collect();
-    let (mut tx, plans) = match static_plans {
-        Some(plans) => {
-            let id_map = map_targets(&entries, &plans)?;
-            for (e, plan) in entries.iter_mut().zip(&plans) {
-                if let Some(res) = e.resource.as_mut()
-                    && !id_map.is_empty()
-                {
-                    rewrite_references(res, &id_map);
-                }
-                if let Plan::Create(_, id) = plan {
-                    let res = e.resource.take().unwrap_or(Value::Null);
-                    let prepared = super::prepare_create_with_id(ctx, res, id.clone())
-                        .map_err(|err| in_entry(e.index, err))?;
-                    e.prepared = Some(prepared);
-                }
-            }
-            (ctx.store.begin().await?, plans)
-        }
+    let PreparedTransaction {
+        mut entries,
+        static_plans,
+    } = prepared;
+    let plans = match static_plans {
+        Some(plans) => plans,
         None => {
-            let mut tx = ctx.store.begin().await?;
+            let found = prefetch_conditionals(tx, &entries).await?;
             let mut plans: Vec<Plan> = Vec::with_capacity(entries.len());
             for e in &entries {
-                let plan = plan_entry(tx.as_mut(), e)
+                let plan = plan_entry(tx, e, &found)
                     .await
                     .map_err(|err| in_entry(e.index, err))?;
                 plans.push(plan);
@@ -310,7 +361,7 @@ async fn transaction(
             let mut cond_cache: HashMap<String, String> = HashMap::new();
             for e in entries.iter_mut() {
                 if let Some(res) = e.resource.as_mut() {
-                    resolve_conditional_refs(tx.as_mut(), res, &mut cond_cache)
+                    resolve_conditional_refs(tx, res, &mut cond_cache, &found)
                         .await
                         .map_err(|err| in_entry(e.index, err))?;
                     if !id_map.is_empty() {
@@ -318,7 +369,7 @@ async fn transaction(
                     }
                 }
             }
-            (tx, plans)
+            plans
         }
     };
     // The current versions of every update target are read (and on PostgreSQL locked) in
@@ -341,19 +392,11 @@ async fn transaction(
     let mut responses: Vec<Value> = vec![Value::Null; entries.len()];
     for i in order_idx {
         let e = &mut entries[i];
-        let resp = execute(
-            ctx,
-            tx.as_mut(),
-            e,
-            &plans[i],
-            Some(&current),
-            representation,
-        )
-        .await
-        .map_err(|err| in_entry(e.index, err))?;
+        let resp = execute(ctx, tx, e, &plans[i], Some(&current), representation)
+            .await
+            .map_err(|err| in_entry(e.index, err))?;
         responses[i] = resp;
     }
-    tx.commit().await?;
     Ok(response_bundle("transaction-response", responses))
 }
 
@@ -397,26 +440,84 @@ fn static_plan(e: &Entry) -> Option<Plan> {
     })
 }
 
-async fn plan_entry(tx: &mut dyn StoreTx, e: &Entry) -> Result<Plan, ApiError> {
+/// The ids matching every conditional criterion of `entries` (`ifNoneExist`, conditional
+/// PUT and DELETE, conditional references), keyed `Type?criteria`, looked up together
+/// before any write of the transaction ([`StoreTx::search_ids_many`]). Criteria that do not
+/// parse are left out: looking them up again reports the error on their entry.
+async fn prefetch_conditionals(
+    tx: &mut dyn StoreTx,
+    entries: &[Entry],
+) -> Result<HashMap<String, Vec<String>>, ApiError> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut queries: Vec<SearchQuery> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |t: &str, criteria: &str| {
+        let key = format!("{t}?{criteria}");
+        if seen.contains(&key) || super::check_known_type(t).is_err() {
+            return;
+        }
+        if let Ok(q) = super::conditional_query(t, criteria) {
+            seen.insert(key.clone());
+            keys.push(key);
+            queries.push(q);
+        }
+    };
+    for e in entries {
+        match (e.verb, &e.target, &e.if_none_exist) {
+            (Verb::Post, Target::Type(t), Some(criteria)) => add(t, criteria),
+            (Verb::Put | Verb::Delete, Target::Conditional(t, criteria), _) => add(t, criteria),
+            _ => {}
+        }
+        if let Some(res) = &e.resource {
+            let mut found = Vec::new();
+            collect_conditional_refs(res, &mut found);
+            for reference in found {
+                let (t, criteria) = reference.split_once('?').unwrap_or((&reference, ""));
+                add(t, criteria);
+            }
+        }
+    }
+    if queries.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids = tx.search_ids_many(&queries, 2).await?;
+    Ok(keys.into_iter().zip(ids).collect())
+}
+
+/// Ids matching conditional criteria, from `found` when prefetched, else looked up.
+async fn lookup(
+    tx: &mut dyn StoreTx,
+    found: &HashMap<String, Vec<String>>,
+    t: &str,
+    criteria: &str,
+) -> Result<Vec<String>, ApiError> {
+    let q = super::conditional_query(t, criteria)?;
+    if let Some(ids) = found.get(&format!("{t}?{criteria}")) {
+        return Ok(ids.clone());
+    }
+    super::conditional_ids(tx, &q).await
+}
+
+async fn plan_entry(
+    tx: &mut dyn StoreTx,
+    e: &Entry,
+    found: &HashMap<String, Vec<String>>,
+) -> Result<Plan, ApiError> {
     if let Some(plan) = static_plan(e) {
         return Ok(plan);
     }
     Ok(match (e.verb, &e.target) {
         (Verb::Post, Target::Type(t)) => match &e.if_none_exist {
-            Some(criteria) => {
-                let q = super::conditional_query(t, criteria)?;
-                match super::conditional_ids(tx, &q).await?.as_slice() {
-                    [] => Plan::Create(t.clone(), new_id()),
-                    [one] => Plan::Existing(t.clone(), one.clone()),
-                    _ => return Err(super::several_matches("create", t, criteria)),
-                }
-            }
+            Some(criteria) => match lookup(tx, found, t, criteria).await?.as_slice() {
+                [] => Plan::Create(t.clone(), new_id()),
+                [one] => Plan::Existing(t.clone(), one.clone()),
+                _ => return Err(super::several_matches("create", t, criteria)),
+            },
             None => Plan::Create(t.clone(), new_id()),
         },
         (Verb::Put, Target::Instance(t, id)) => Plan::Update(t.clone(), id.clone()),
         (Verb::Put, Target::Conditional(t, criteria)) => {
-            let q = super::conditional_query(t, criteria)?;
-            match super::conditional_ids(tx, &q).await?.as_slice() {
+            match lookup(tx, found, t, criteria).await?.as_slice() {
                 [] => {
                     let body_id = e
                         .resource
@@ -437,8 +538,7 @@ async fn plan_entry(tx: &mut dyn StoreTx, e: &Entry) -> Result<Plan, ApiError> {
         }
         (Verb::Delete, Target::Instance(t, id)) => Plan::Delete(Some((t.clone(), id.clone()))),
         (Verb::Delete, Target::Conditional(t, criteria)) => {
-            let q = super::conditional_query(t, criteria)?;
-            match super::conditional_ids(tx, &q).await?.as_slice() {
+            match lookup(tx, found, t, criteria).await?.as_slice() {
                 [] => Plan::Delete(None),
                 [one] => Plan::Delete(Some((t.clone(), one.clone()))),
                 _ => return Err(super::several_matches("delete", t, criteria)),
@@ -594,6 +694,7 @@ async fn resolve_conditional_refs(
     tx: &mut dyn StoreTx,
     resource: &mut Value,
     cache: &mut HashMap<String, String>,
+    prefetched: &HashMap<String, Vec<String>>,
 ) -> Result<(), ApiError> {
     let mut found = Vec::new();
     collect_conditional_refs(resource, &mut found);
@@ -608,8 +709,7 @@ async fn resolve_conditional_refs(
         }
         let (t, criteria) = reference.split_once('?').unwrap_or((&reference, ""));
         super::check_known_type(t)?;
-        let q = super::conditional_query(t, criteria)?;
-        let resolved = match super::conditional_ids(tx, &q).await?.as_slice() {
+        let resolved = match lookup(tx, prefetched, t, criteria).await?.as_slice() {
             [one] => format!("{t}/{one}"),
             [] => {
                 return Err(ApiError::PreconditionFailed(format!(
@@ -714,9 +814,11 @@ async fn batch(ctx: &Context, raw: Vec<Value>, representation: bool) -> Value {
                 let mut entry = entry.clone();
                 async move {
                     let mut tx = ctx.store.begin().await?;
-                    let plan = plan_entry(tx.as_mut(), &entry).await?;
+                    let none = HashMap::new();
+                    let plan = plan_entry(tx.as_mut(), &entry, &none).await?;
                     if let Some(res) = entry.resource.as_mut() {
-                        resolve_conditional_refs(tx.as_mut(), res, &mut HashMap::new()).await?;
+                        resolve_conditional_refs(tx.as_mut(), res, &mut HashMap::new(), &none)
+                            .await?;
                     }
                     let resp =
                         execute(ctx, tx.as_mut(), &mut entry, &plan, None, representation).await?;

@@ -9,17 +9,27 @@
 //! committed. Messages about different patients run in parallel. SQLite serialises writers
 //! anyway; the locks cost little there.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
 /// A map from key to lock; entries are dropped when nobody holds or waits for them.
+///
+/// It also remembers keys whose criteria matched an existing resource (see
+/// [`KeyedLocks::remember`]): a message may run without the lock of such a key, since the
+/// lock only guards against two concurrent *creates*; if the key then matches nothing after
+/// all (the resource was deleted or changed meanwhile), the caller rolls back, forgets the
+/// key and runs again holding the lock.
 #[derive(Default)]
 pub struct KeyedLocks {
     map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    existing: Mutex<HashSet<String>>,
 }
+
+/// At most this many remembered keys; the set is cleared when full (it is only a hint).
+const MAX_REMEMBERED: usize = 100_000;
 
 /// The locks of one message, released on drop.
 pub struct Held<'a> {
@@ -42,6 +52,31 @@ impl KeyedLocks {
             owner: self,
             guards,
         }
+    }
+
+    /// Whether `key` was seen matching an existing resource (a hint, see the type docs).
+    pub fn is_known(&self, key: &str) -> bool {
+        self.existing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+    }
+
+    /// Remembers that `key` matched an existing resource in a committed transaction.
+    pub fn remember(&self, key: &str) {
+        let mut set = self.existing.lock().unwrap_or_else(|p| p.into_inner());
+        if set.len() >= MAX_REMEMBERED {
+            set.clear();
+        }
+        set.insert(key.to_string());
+    }
+
+    /// Forgets `key`: its next use takes the lock again.
+    pub fn forget(&self, key: &str) {
+        self.existing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Keys currently in the map (for tests).
@@ -71,28 +106,31 @@ impl Drop for Held<'_> {
 /// The conditional write criteria of a transaction Bundle, as `Type?criteria`: the
 /// `ifNoneExist` of POST entries and the `request.url` of conditional PUT and DELETE entries.
 pub fn write_keys(bundle: &Value) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
+    entry_write_keys(bundle).into_iter().flatten().collect()
+}
+
+/// The conditional write criterion of each entry of a transaction Bundle, in entry order
+/// (`None` for an entry without one); see [`write_keys`].
+pub fn entry_write_keys(bundle: &Value) -> Vec<Option<String>> {
     let entries = bundle.get("entry").and_then(Value::as_array);
-    for entry in entries.into_iter().flatten() {
-        let Some(request) = entry.get("request") else {
-            continue;
-        };
-        let method = request.get("method").and_then(Value::as_str).unwrap_or("");
-        let url = request.get("url").and_then(Value::as_str).unwrap_or("");
-        match method {
-            "POST" => {
-                if let Some(criteria) = request.get("ifNoneExist").and_then(Value::as_str) {
+    entries
+        .into_iter()
+        .flatten()
+        .map(|entry| {
+            let request = entry.get("request")?;
+            let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+            let url = request.get("url").and_then(Value::as_str).unwrap_or("");
+            match method {
+                "POST" => {
+                    let criteria = request.get("ifNoneExist").and_then(Value::as_str)?;
                     let criteria = criteria.trim_start_matches('?');
-                    keys.insert(format!("{url}?{criteria}"));
+                    Some(format!("{url}?{criteria}"))
                 }
+                "PUT" | "DELETE" if url.contains('?') => Some(url.to_string()),
+                _ => None,
             }
-            "PUT" | "DELETE" if url.contains('?') => {
-                keys.insert(url.to_string());
-            }
-            _ => {}
-        }
-    }
-    keys
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,30 +9,35 @@
 //! 1. [`listener`]: one tokio task per connection; frames are decoded with
 //!    [`hl7::mllp::MllpCodec`] and handled strictly in order, one at a time; an idle
 //!    connection is closed; a frame over the size cap is answered AR (ERR-3 207).
-//! 2. [`process`]: the raw message is stored first (`hl7_messages`, status `received`); a
-//!    repeated MSH-10 from the same sender (MSH-3/MSH-4) gets its stored ACK again and is
-//!    not applied twice; the message is parsed (AR on failure), mapped to a transaction
-//!    Bundle ([`mapping`], i.e. `hl7::fhir`) and run through
-//!    [`crate::interaction::bundle::process`] as one database transaction. The ACK (AA, or
-//!    AE/AR with an ERR segment, see [`outcome`]) is built only after that transaction has
-//!    committed or failed, then recorded with the status (`processed` / `error` + reason).
-//! 3. Enhanced mode (MSH-15/MSH-16 valued, section 2.9.3): a commit ACK (CA) right after the
-//!    raw message is stored, per MSH-15, then the application ACK per MSH-16. **Choice:** the
+//! 2. [`process`]: the message is parsed (AR on failure), mapped to a transaction Bundle
+//!    ([`mapping`], i.e. `hl7::fhir`) and applied with
+//!    [`crate::interaction::bundle::run_transaction`]. In original mode the raw message row
+//!    (`hl7_messages`), the FHIR writes and the status `processed` + ACK are one database
+//!    transaction, committed once before the AA is sent; a repeated MSH-10 from the same
+//!    sender (MSH-3/MSH-4) is caught by that row insert, rolled back, and answered with the
+//!    stored ACK. On failure everything is rolled back and the raw message is stored with
+//!    status `error` + reason and the AE/AR ([`outcome`]) in a separate transaction.
+//! 3. Enhanced mode (MSH-15/MSH-16 valued, section 2.9.3): the raw message is stored first
+//!    (status `received`), then a commit ACK (CA) is sent, per MSH-15; the FHIR writes and
+//!    the status update are then one transaction, followed by the application ACK per
+//!    MSH-16. **Choice:** the
 //!    application ACK is sent back on the same connection, right after processing, rather
 //!    than on a new connection to the sender; we do not wait for the sender's commit ACK of
 //!    it, and ACK messages arriving on a connection are read and ignored.
 //!
 //! Conditional writes in the Bundles of concurrent messages (two messages creating the same
 //! patient on two connections) are serialised by [`locks`], so a patient is never created
-//! twice by this process. [`client`] is the sending side (`mediflow hl7 send`, the MLLP
+//! twice by this process; a key already seen matching an existing resource is not locked,
+//! and a message that would create under such an unlocked key is rolled back and run again
+//! holding the lock. [`client`] is the sending side (`mediflow hl7 send`, the MLLP
 //! benchmark); [`admin`] holds `mediflow hl7 messages|reprocess|send` and the JSON summaries
 //! of `GET /fhir/$hl7-messages`; [`bench`] is `mediflow bench mllp`.
 //!
 //! Limits: idempotency and the in-flight bookkeeping are per process; two servers on one
 //! database could both apply a message resent to each while the first is still processing.
-//! If the process dies between the FHIR commit and the status update, the message stays
-//! `received` and a resend of it is applied again (the conditional references of the mapping
-//! keep patients, encounters and orders from being duplicated).
+//! In enhanced mode, if the process dies after the CA but before the FHIR commit, the
+//! message stays `received` and a resend of it is applied then (nothing was applied
+//! before: the FHIR writes and the status update commit together).
 
 pub mod admin;
 pub mod bench;

@@ -1,32 +1,42 @@
 //! Processing one HL7 v2 message: store, deduplicate, parse, map, apply, acknowledge, record.
 //!
-//! The listener calls [`Processor::accept`] for each MLLP frame. It stores the raw message
-//! (`hl7_messages`, status `received`) before anything else, answers a repeated MSH-10 from
-//! the same MSH-3/MSH-4 with the stored ACK, and parses the message. What is left to do
-//! comes back as a [`Step`]: either the ACKs to send, or a commit ACK to send right away
-//! (enhanced mode, HL7 v2.5.1 section 2.9.3) and a [`Job`] for [`Processor::apply`], which
-//! maps the message to a FHIR transaction Bundle, runs it as one database transaction and
-//! builds the application ACK only once that transaction has committed (or failed and been
-//! rolled back: a message is never half-applied). The ACK text and status (`processed`, or
-//! `error` with the reason) are recorded before the ACK is returned for sending.
+//! The listener calls [`Processor::accept`] for each MLLP frame, which parses the message.
+//! What is left to do comes back as a [`Step`]: either the ACKs to send, or a commit ACK to
+//! send right away (enhanced mode, HL7 v2.5.1 section 2.9.3) and a [`Job`] for
+//! [`Processor::apply`], which maps the message to a FHIR transaction Bundle and applies it.
+//!
+//! Original mode, message parsed: the raw row (`hl7_messages`), the FHIR writes and the
+//! status `processed` with the AA are written in ONE database transaction, committed once;
+//! the ACK is sent only after that commit. A repeated MSH-10 from the same MSH-3/MSH-4 is
+//! found by the row insert in that transaction, which is then rolled back and the stored ACK
+//! sent again. On any failure the transaction is rolled back (a message is never
+//! half-applied) and the raw message is stored with status `error`, the reason and the
+//! AE/AR in a transaction of its own, so the raw message is never lost.
+//!
+//! Enhanced mode, and messages that do not parse: the raw message is stored (status
+//! `received`) before anything else (the CA promises it is safe); the FHIR writes and the
+//! status update are then again one transaction.
 //!
 //! Duplicates while the original is still being processed (a client that dropped its
 //! connection and resent at once) wait for the original to finish, then get its ACK: each
 //! (MSH-3, MSH-4, MSH-10) is registered in memory before its row is inserted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use hl7::ack::{Ack, AckCode};
 use hl7::{Charset, Header, Message};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use super::locks::KeyedLocks;
 use super::mapping::{self, MappingConfig};
 use super::outcome::{AckMode, Rejection, commit_ack};
 use crate::clock;
-use crate::interaction::{self, Context, bundle};
+use crate::error::ApiError;
+use crate::interaction::{Context, bundle};
+use crate::storage::StoreError;
 use crate::storage::hl7_messages::{Hl7Insert, Hl7MessageRecord, Hl7Status, NewHl7Message};
 
 /// (MSH-3, MSH-4, MSH-10) as ER7 text: the identity of a message for idempotency.
@@ -56,7 +66,11 @@ pub enum Step<'a> {
 
 /// A stored, parsed message waiting for [`Processor::apply`].
 pub struct Job<'a> {
-    id: i64,
+    /// The stored row; `None` in original mode, where the row is inserted in the same
+    /// database transaction as the FHIR writes.
+    id: Option<i64>,
+    /// The row to insert when `id` is `None`.
+    new: Box<NewHl7Message>,
     message: Message,
     mode: AckMode,
     started: Instant,
@@ -64,8 +78,8 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// The `hl7_messages` row id.
-    pub fn id(&self) -> i64 {
+    /// The `hl7_messages` row id, when the message was stored before processing.
+    pub fn id(&self) -> Option<i64> {
         self.id
     }
 }
@@ -153,6 +167,25 @@ impl Processor {
             }
             None => None,
         };
+        // Original mode: the raw row is inserted, the FHIR writes applied and the status and
+        // ACK recorded in one database transaction ([`Processor::apply`]); a failure rolls
+        // it back and stores the raw message with status `error` on its own.
+        if mode == AckMode::Original
+            && let Ok(message) = hl7::parse(raw)
+            && AckMode::of(&message.header()) == AckMode::Original
+        {
+            return Step::Apply {
+                commit: None,
+                job: Job {
+                    id: None,
+                    new: Box::new(new),
+                    message,
+                    mode,
+                    started,
+                    _in_flight: in_flight,
+                },
+            };
+        }
         let id = match self.ctx.store.hl7_insert(&new).await {
             Err(e) => {
                 tracing::error!(error = %e, control_id = ?new.control_id, "MLLP: cannot store message");
@@ -209,7 +242,8 @@ impl Processor {
         Step::Apply {
             commit,
             job: Job {
-                id,
+                id: Some(id),
+                new: Box::new(new),
                 message,
                 mode,
                 started,
@@ -218,22 +252,37 @@ impl Processor {
         }
     }
 
-    /// Maps and applies a stored, parsed message, records the outcome, and returns the
-    /// application ACK to send (`None` when MSH-16 says not to, in enhanced mode).
+    /// Maps and applies a parsed message, records the outcome, and returns the application
+    /// ACK to send (`None` when MSH-16 says not to, in enhanced mode).
     pub async fn apply(&self, job: Job<'_>) -> Option<Vec<u8>> {
         let header = job.message.header();
-        let result = self.run(&job.message).await;
-        let ack = match &result {
-            Ok(()) => hl7::ack::accept(&job.message),
-            Err(rejection) => rejection.ack(&header),
+        let (id, result, ack) = match self.run_recorded(job.id, &job.new, &job.message).await {
+            Applied::Duplicate(record) => {
+                tracing::info!(
+                    id = record.summary.id,
+                    control_id = ?record.summary.control_id,
+                    status = %record.summary.status,
+                    "MLLP: duplicate MSH-10, original ACK sent again"
+                );
+                return duplicate_reply(&header, job.mode, &record)
+                    .into_iter()
+                    .next_back();
+            }
+            Applied::Done { id, result, ack } => (id, result, ack),
         };
-        let new = NewHl7Message {
-            control_id: Some(job.message.control_id()),
-            message_type: header.field(9).to_string(),
-            ..Default::default()
+        let (status, reason) = match &result {
+            Ok(()) => (Hl7Status::Processed, None),
+            Err(r) => (Hl7Status::Error, Some(r.to_string())),
         };
-        self.record(job.id, result.as_ref().map(|_| ()), &ack, &new, job.started)
-            .await;
+        tracing::info!(
+            id,
+            message_type = %header.field(9),
+            control_id = %job.message.control_id(),
+            %status,
+            reason = reason.as_deref().unwrap_or(""),
+            duration_ms = job.started.elapsed().as_secs_f64() * 1000.0,
+            "MLLP message"
+        );
         let code = match &result {
             Ok(()) => AckCode::AA,
             Err(r) => r.ack_code(),
@@ -262,13 +311,27 @@ impl Processor {
                 let ack = rejection.ack(&header);
                 (Err(rejection), ack)
             }
-            Ok(message) => match self.run(&message).await {
-                Ok(()) => (Ok(()), hl7::ack::accept(&message)),
-                Err(rejection) => {
-                    let ack = rejection.ack(&message.header());
-                    (Err(rejection), ack)
+            Ok(message) => {
+                let none = NewHl7Message::default();
+                match self.run_recorded(Some(id), &none, &message).await {
+                    Applied::Done { result, ack, .. } => {
+                        let (status, reason) = match &result {
+                            Ok(()) => (Hl7Status::Processed, None),
+                            Err(r) => (Hl7Status::Error, Some(r.to_string())),
+                        };
+                        return Ok(Reprocessed {
+                            status,
+                            reason,
+                            ack: ack.into_string(),
+                        });
+                    }
+                    Applied::Duplicate(_) => {
+                        return Err(ReprocessError::Store(StoreError::Corrupt(format!(
+                            "HL7 message {id} changed while being reprocessed"
+                        ))));
+                    }
                 }
-            },
+            }
         };
         let (status, reason) = match &result {
             Ok(()) => (Hl7Status::Processed, None),
@@ -285,13 +348,165 @@ impl Processor {
         })
     }
 
-    /// Map, then apply as one FHIR transaction, holding the locks of its conditional writes.
-    async fn run(&self, message: &Message) -> Result<(), Rejection> {
+    /// Maps and applies `message` and records its outcome in row `row` (inserted from
+    /// `new` when `None`). On success the row insert, the FHIR writes and the status update
+    /// are one database transaction; on failure that transaction is rolled back and the
+    /// row, status `error` with the reason, is written in a transaction of its own.
+    async fn run_recorded(
+        &self,
+        row: Option<i64>,
+        new: &NewHl7Message,
+        message: &Message,
+    ) -> Applied {
+        let rejection = match self.try_apply(row, new, message).await {
+            Ok(applied) => return applied,
+            Err(rejection) => rejection,
+        };
+        let ack = rejection.ack(&message.header());
+        let recorded = async {
+            let mut tx = self.ctx.store.begin().await?;
+            let id = match row {
+                Some(id) => id,
+                None => match tx.hl7_insert(new).await? {
+                    Hl7Insert::Inserted(id) => id,
+                    Hl7Insert::Duplicate(r) if r.summary.status != Hl7Status::Received => {
+                        return Ok(Err(r));
+                    }
+                    Hl7Insert::Duplicate(r) => r.summary.id,
+                },
+            };
+            let reason = rejection.to_string();
+            tx.hl7_finish(id, Hl7Status::Error, Some(&reason), ack.as_str())
+                .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(Ok(id))
+        }
+        .await;
+        let id = match recorded {
+            Ok(Ok(id)) => Some(id),
+            Ok(Err(record)) => return Applied::Duplicate(record),
+            Err(e) => {
+                tracing::error!(error = %e, "MLLP: cannot record the outcome of a message");
+                row
+            }
+        };
+        Applied::Done {
+            id,
+            result: Err(rejection),
+            ack,
+        }
+    }
+
+    /// Maps `message` and applies it in one database transaction with the row insert (when
+    /// `row` is `None`) and the status update, holding the locks of its conditional writes
+    /// (but for keys known to match an existing resource, see [`KeyedLocks`]). Retried on a
+    /// version conflict. On an error nothing was committed.
+    async fn try_apply(
+        &self,
+        row: Option<i64>,
+        new: &NewHl7Message,
+        message: &Message,
+    ) -> Result<Applied, Rejection> {
         let bundle = mapping::to_transaction(message, &self.mapping)?;
-        let keys = super::locks::write_keys(&bundle);
-        let _held = self.locks.lock(keys).await;
-        interaction::with_retry(|| bundle::process(&self.ctx, bundle.clone(), false)).await?;
-        Ok(())
+        let entry_keys = super::locks::entry_write_keys(&bundle);
+        let mut unlocked: HashSet<String> = entry_keys
+            .iter()
+            .flatten()
+            .filter(|k| self.locks.is_known(k))
+            .cloned()
+            .collect();
+        let mut conflicts = 0;
+        loop {
+            let keys: BTreeSet<String> = entry_keys
+                .iter()
+                .flatten()
+                .filter(|k| !unlocked.contains(*k))
+                .cloned()
+                .collect();
+            let _held = self.locks.lock(keys).await;
+            match self
+                .attempt(row, new, message, &bundle, &entry_keys, &unlocked)
+                .await
+            {
+                Ok(Attempt::Done(applied)) => return Ok(applied),
+                Ok(Attempt::NeedsLock(created)) => {
+                    for key in created {
+                        self.locks.forget(&key);
+                        unlocked.remove(&key);
+                    }
+                }
+                Err(Rejection::Transaction(ApiError::Store(StoreError::VersionConflict(_))))
+                    if conflicts < 5 =>
+                {
+                    conflicts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One run of [`Processor::try_apply`]'s transaction.
+    async fn attempt(
+        &self,
+        row: Option<i64>,
+        new: &NewHl7Message,
+        message: &Message,
+        bundle: &Value,
+        entry_keys: &[Option<String>],
+        unlocked: &HashSet<String>,
+    ) -> Result<Attempt, Rejection> {
+        let prepared = bundle::prepare_transaction(&self.ctx, bundle.clone())?;
+        let mut tx = self.ctx.store.begin().await.map_err(ApiError::from)?;
+        let id = match row {
+            Some(id) => id,
+            None => match tx.hl7_insert(new).await.map_err(ApiError::from)? {
+                Hl7Insert::Inserted(id) => id,
+                Hl7Insert::Duplicate(r) if r.summary.status != Hl7Status::Received => {
+                    return Ok(Attempt::Done(Applied::Duplicate(r)));
+                }
+                // Left `received` by a run that died before finishing: process it now.
+                Hl7Insert::Duplicate(r) => r.summary.id,
+            },
+        };
+        let response = bundle::run_transaction(&self.ctx, tx.as_mut(), prepared, false).await?;
+        let statuses: Vec<&str> = response
+            .get("entry")
+            .and_then(Value::as_array)
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let outcome = |prefix: &'static str| {
+            entry_keys
+                .iter()
+                .zip(statuses.iter())
+                .filter_map(move |(k, status)| k.as_ref().filter(|_| status.starts_with(prefix)))
+        };
+        // A key run without its lock created a resource: another message could be creating
+        // the same one. Roll back and run again holding the lock.
+        let created: Vec<String> = outcome("201")
+            .filter(|k| unlocked.contains(*k))
+            .cloned()
+            .collect();
+        if !created.is_empty() {
+            return Ok(Attempt::NeedsLock(created));
+        }
+        let ack = hl7::ack::accept(message);
+        tx.hl7_finish(id, Hl7Status::Processed, None, ack.as_str())
+            .await
+            .map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        for key in outcome("200") {
+            self.locks.remember(key);
+        }
+        Ok(Attempt::Done(Applied::Done {
+            id: Some(id),
+            result: Ok(()),
+            ack,
+        }))
     }
 
     /// Registers `key` as in flight, first waiting for any run already processing it.
@@ -350,6 +565,25 @@ impl Processor {
             "MLLP message"
         );
     }
+}
+
+/// What [`Processor::run_recorded`] did.
+enum Applied {
+    /// Applied (or not) and recorded in row `id` (`None` if even that failed).
+    Done {
+        id: Option<i64>,
+        result: Result<(), Rejection>,
+        ack: Ack,
+    },
+    /// The message was stored and finished already (a duplicate MSH-10): nothing done.
+    Duplicate(Box<Hl7MessageRecord>),
+}
+
+/// What one transaction attempt of [`Processor::try_apply`] did.
+enum Attempt {
+    Done(Applied),
+    /// Rolled back: these keys, run without their lock, created a resource.
+    NeedsLock(Vec<String>),
 }
 
 /// The answer to a duplicate: in original mode the stored ACK as it was; in enhanced mode a

@@ -285,13 +285,22 @@ macro_rules! backend_fns {
 
             /// Stores a new message, or returns the row holding the same sender and MSH-10.
             pub async fn insert(pool: &$pool, m: &NewHl7Message) -> Result<Hl7Insert, StoreError> {
-                let row = query(super::insert(D, m)).fetch_optional(pool).await?;
+                let mut conn = pool.acquire().await?;
+                insert_on(&mut conn, m).await
+            }
+
+            /// [`insert`] on one connection (e.g. inside an open transaction).
+            pub async fn insert_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                m: &NewHl7Message,
+            ) -> Result<Hl7Insert, StoreError> {
+                let row = query(super::insert(D, m)).fetch_optional(&mut *conn).await?;
                 if let Some(row) = row {
                     return Ok(Hl7Insert::Inserted(row.try_get("id")?));
                 }
                 let control_id = m.control_id.as_deref().unwrap_or_default();
                 let row = query(by_key(D, &m.sending_application, &m.sending_facility, control_id))
-                    .fetch_optional(pool)
+                    .fetch_optional(&mut *conn)
                     .await?
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(
@@ -309,9 +318,21 @@ macro_rules! backend_fns {
                 reason: Option<&str>,
                 ack: &str,
             ) -> Result<(), StoreError> {
+                let mut conn = pool.acquire().await?;
+                finish_on(&mut conn, id, status, reason, ack).await
+            }
+
+            /// [`finish`] on one connection (e.g. inside an open transaction).
+            pub async fn finish_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                id: i64,
+                status: Hl7Status,
+                reason: Option<&str>,
+                ack: &str,
+            ) -> Result<(), StoreError> {
                 let now = crate::clock::now_micros();
                 query(super::finish(D, id, status, reason, ack, now))
-                    .execute(pool)
+                    .execute(&mut *conn)
                     .await?;
                 Ok(())
             }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::search::SearchQuery;
+use crate::search::{SearchParam, SearchQuery, TokenSystem};
 
 /// Errors of the storage layer. Mapped to OperationOutcome once, in `crate::error`.
 #[derive(Debug, thiserror::Error)]
@@ -220,10 +220,121 @@ pub trait StoreTx: Send {
         query: &SearchQuery,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// [`StoreTx::search_ids`] for several queries at once, in order: simple token
+    /// criteria (`identifier=system|value`, the conditional writes of HL7 v2 mappings) are
+    /// answered by one statement, the others one by one.
+    async fn search_ids_many(
+        &mut self,
+        queries: &[SearchQuery],
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError>;
     /// Queues a version for writing; it is flushed before the next read and at commit.
     fn put(&mut self, version: NewVersion);
+    /// [`Store::hl7_insert`] inside this transaction: the row exists only if it commits.
+    async fn hl7_insert(
+        &mut self,
+        message: &hl7_messages::NewHl7Message,
+    ) -> Result<hl7_messages::Hl7Insert, StoreError>;
+    /// [`Store::hl7_finish`] inside this transaction.
+    async fn hl7_finish(
+        &mut self,
+        id: i64,
+        status: hl7_messages::Hl7Status,
+        reason: Option<&str>,
+        ack: &str,
+    ) -> Result<(), StoreError>;
     /// Flushes queued writes and commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// How [`StoreTx::search_ids_many`] splits its queries: those with exactly one token
+/// parameter whose values all have a code (answered together by
+/// [`sql::token_lookup`]) and the others.
+pub(crate) struct TokenBatch {
+    /// Indexes of the queries answered one by one.
+    pub others: Vec<usize>,
+    /// Indexes of the simple token queries.
+    simple: Vec<usize>,
+}
+
+/// One row of [`sql::token_lookup`]: `(res_type, param, system, value, id)`.
+pub(crate) type TokenRow = (String, String, Option<String>, Option<String>, String);
+
+impl TokenBatch {
+    pub fn new(queries: &[SearchQuery]) -> TokenBatch {
+        let (mut simple, mut others) = (Vec::new(), Vec::new());
+        for (i, q) in queries.iter().enumerate() {
+            let is_simple = q.after_id.is_none()
+                && matches!(q.params.as_slice(),
+                    [SearchParam::Token { values, .. }]
+                        if !values.is_empty() && values.iter().all(|m| m.value.is_some()));
+            if is_simple {
+                simple.push(i)
+            } else {
+                others.push(i)
+            }
+        }
+        TokenBatch { others, simple }
+    }
+
+    /// The distinct `(res_type, param, value)` triples to look up.
+    pub fn wanted<'q>(&self, queries: &'q [SearchQuery]) -> Vec<(&'q str, &'q str, &'q str)> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &i in &self.simple {
+            let q = &queries[i];
+            if let [SearchParam::Token { code, values }] = q.params.as_slice() {
+                for m in values {
+                    let key = (
+                        q.res_type.as_str(),
+                        code.as_str(),
+                        m.value.as_deref().unwrap_or(""),
+                    );
+                    if seen.insert(key) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Fills `out[i]` for each simple query from the looked-up rows: the matching ids in
+    /// id order, at most `limit`, as [`sql::search`] would return them.
+    pub fn assign(
+        &self,
+        queries: &[SearchQuery],
+        rows: &[TokenRow],
+        limit: usize,
+        out: &mut [Vec<String>],
+    ) {
+        for &i in &self.simple {
+            let q = &queries[i];
+            let [SearchParam::Token { code, values }] = q.params.as_slice() else {
+                continue;
+            };
+            let mut ids: Vec<&str> = rows
+                .iter()
+                .filter(|(t, p, system, value, _)| {
+                    *t == q.res_type
+                        && p == code.as_str()
+                        && values.iter().any(|m| {
+                            value.as_deref() == m.value.as_deref()
+                                && match &m.system {
+                                    TokenSystem::Any => true,
+                                    TokenSystem::None => system.is_none(),
+                                    TokenSystem::Is(s) => system.as_deref() == Some(s.as_str()),
+                                }
+                        })
+                })
+                .map(|(.., id)| id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.truncate(limit);
+            out[i] = ids.into_iter().map(str::to_string).collect();
+        }
+    }
 }
 
 /// Connects to the database named by `url` (`sqlite://PATH`, `sqlite:PATH` or
@@ -240,5 +351,68 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::{TokenMatch, TokenParam};
+
+    fn ident(res_type: &str, system: TokenSystem, value: Option<&str>) -> SearchQuery {
+        SearchQuery {
+            res_type: res_type.into(),
+            params: vec![SearchParam::Token {
+                code: TokenParam::Identifier,
+                values: vec![TokenMatch {
+                    system,
+                    value: value.map(str::to_string),
+                }],
+            }],
+            count: 10,
+            after_id: None,
+            ignored: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn token_batch_matches_system_and_counts_like_search() {
+        let queries = vec![
+            ident("Patient", TokenSystem::Is("s".into()), Some("1")),
+            ident("Patient", TokenSystem::None, Some("1")),
+            ident("Patient", TokenSystem::Any, Some("1")),
+            ident("Patient", TokenSystem::Is("s".into()), None),
+            ident("Encounter", TokenSystem::Is("s".into()), Some("1")),
+        ];
+        let batch = TokenBatch::new(&queries);
+        assert_eq!(batch.others, vec![3]);
+        assert_eq!(
+            batch.wanted(&queries),
+            vec![
+                ("Patient", "identifier", "1"),
+                ("Encounter", "identifier", "1")
+            ]
+        );
+        let row = |t: &str, system: Option<&str>, id: &str| -> TokenRow {
+            (
+                t.into(),
+                "identifier".into(),
+                system.map(str::to_string),
+                Some("1".into()),
+                id.into(),
+            )
+        };
+        let rows = vec![
+            row("Patient", Some("s"), "b"),
+            row("Patient", Some("s"), "b"),
+            row("Patient", None, "c"),
+            row("Patient", Some("t"), "a"),
+        ];
+        let mut out = vec![Vec::new(); queries.len()];
+        batch.assign(&queries, &rows, 2, &mut out);
+        assert_eq!(out[0], vec!["b"]);
+        assert_eq!(out[1], vec!["c"]);
+        assert_eq!(out[2], vec!["a", "b"]);
+        assert!(out[4].is_empty());
     }
 }

@@ -227,8 +227,56 @@ impl StoreTx for PgTx {
             .collect::<Result<_, _>>()?)
     }
 
+    async fn search_ids_many(
+        &mut self,
+        queries: &[SearchQuery],
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        self.flush().await?;
+        let batch = super::TokenBatch::new(queries);
+        let mut out = vec![Vec::new(); queries.len()];
+        let wanted = batch.wanted(queries);
+        let mut rows: Vec<super::TokenRow> = Vec::new();
+        for chunk in wanted.chunks(sql::TOKEN_LOOKUP_CHUNK) {
+            let found = query(sql::token_lookup(D, chunk))
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in found {
+                rows.push((
+                    row.try_get("res_type")?,
+                    row.try_get("param")?,
+                    row.try_get("system")?,
+                    row.try_get("value")?,
+                    row.try_get("id")?,
+                ));
+            }
+        }
+        batch.assign(queries, &rows, limit, &mut out);
+        for &i in &batch.others {
+            out[i] = self.search_ids(&queries[i], limit).await?;
+        }
+        Ok(out)
+    }
+
     fn put(&mut self, version: NewVersion) {
         self.queue.push(version);
+    }
+
+    async fn hl7_insert(
+        &mut self,
+        message: &hl7_messages::NewHl7Message,
+    ) -> Result<hl7_messages::Hl7Insert, StoreError> {
+        hl7_messages::postgres::insert_on(&mut self.tx, message).await
+    }
+
+    async fn hl7_finish(
+        &mut self,
+        id: i64,
+        status: hl7_messages::Hl7Status,
+        reason: Option<&str>,
+        ack: &str,
+    ) -> Result<(), StoreError> {
+        hl7_messages::postgres::finish_on(&mut self.tx, id, status, reason, ack).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {

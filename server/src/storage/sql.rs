@@ -196,6 +196,35 @@ pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -
     sql
 }
 
+/// The token lookups of several simple conditional criteria in one statement (see
+/// [`crate::storage::TokenBatch`]): rows `(res_type, param, system, value, id)` of current,
+/// non-deleted resources holding any of the `(res_type, param, value)` tokens. A `UNION ALL`
+/// of one index lookup per token, so the planner cannot pick a scan of the whole table (as
+/// PostgreSQL did for the equivalent `OR`). At most [`TOKEN_LOOKUP_CHUNK`] tokens.
+pub fn token_lookup(dialect: Dialect, wanted: &[(&str, &str, &str)]) -> Sql {
+    let mut sql = Sql::new(dialect, "");
+    for (i, (res_type, param, value)) in wanted.iter().enumerate() {
+        if i > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(
+            "SELECT t.res_type, t.param, t.system, t.value, t.id FROM search_token t \
+             JOIN resources r ON r.res_type = t.res_type AND r.id = t.id WHERE r.deleted = ",
+        )
+        .bind(Bind::Bool(false))
+        .push(" AND t.res_type = ")
+        .bind(Bind::Text(res_type.to_string()))
+        .push(" AND t.param = ")
+        .bind(Bind::Text(param.to_string()))
+        .push(" AND t.value = ")
+        .bind(Bind::Text(value.to_string()));
+    }
+    sql
+}
+
+/// Tokens per [`token_lookup`] statement (SQLite allows 500 terms in a compound SELECT).
+pub const TOKEN_LOOKUP_CHUNK: usize = 200;
+
 /// One search parameter occurrence: its values are ORed (R4 search.html#combining).
 fn push_param(sql: &mut Sql, res_type: &str, param: &SearchParam) {
     match param {
