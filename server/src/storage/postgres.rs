@@ -22,16 +22,32 @@ use crate::search::SearchQuery;
 
 const D: Dialect = Dialect::Postgres;
 
+/// Connections in the pool: `MEDIFLOW_DB_MAX_CONNECTIONS`, else 2 × cores + 2. More
+/// backends than that only contend for the same cores: on the 2-core benchmark machine,
+/// reads went from 7,300 requests/s with 16 connections to 9,100 with 6
+/// (docs/performance/).
+pub fn pool_size() -> u32 {
+    std::env::var("MEDIFLOW_DB_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+            2 * cores + 2
+        })
+}
+
 /// The PostgreSQL store: one connection pool.
 pub struct PgStore {
     pool: PgPool,
 }
 
 impl PgStore {
-    /// Connects to `url` and runs `migrations/postgres`.
+    /// Connects to `url` and runs `migrations/postgres`. The pool holds
+    /// [`pool_size`] connections.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(pool_size())
             .connect(url)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
