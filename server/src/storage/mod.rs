@@ -11,6 +11,9 @@
 //! a handful of round trips rather than thousands.
 
 pub mod hl7_messages;
+#[macro_use]
+mod tx_macro;
+
 pub mod postgres;
 mod sql;
 pub mod sqlite;
