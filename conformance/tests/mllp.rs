@@ -152,6 +152,80 @@ async fn adt_pre_admit_cancel_and_person_events_are_applied(server: Server) {
     }
 }
 
+/// The message with field `n` of the first `segment` replaced.
+fn with_segment_field(message: &[u8], segment: &str, n: usize, value: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message).into_owned();
+    let mut done = false;
+    let lines: Vec<String> = text
+        .split('\r')
+        .map(|line| {
+            if done || !line.starts_with(segment) {
+                return line.to_string();
+            }
+            done = true;
+            let mut fields: Vec<String> = line.split('|').map(str::to_string).collect();
+            if fields.len() <= n {
+                fields.resize(n + 1, String::new());
+            }
+            fields[n] = value.to_string();
+            fields.join("|")
+        })
+        .collect();
+    lines.join("\r").into_bytes()
+}
+
+/// A40 moves the prior patient's references (R4 patient.html#links; HL7 v2.5.1 3.3.40):
+/// an Encounter registered (A04) for the prior patient 56789 refers to the survivor 12345
+/// after the merge, and nothing refers to the prior patient any more.
+async fn adt_a40_merge_moves_references_to_the_survivor(server: Server) {
+    let dir = "microsoft-fhir-converter";
+    let a04 = with_segment_field(
+        &sample_message(&format!("{dir}/ADT-A04-01.hl7")),
+        "PID",
+        3,
+        "56789^^^BCBS^MR",
+    );
+    send_ok(&server, &a04).await;
+    let prior = patient_by_identifier(&server, "56789").await;
+    let prior_id = prior["id"].as_str().unwrap_or_default().to_string();
+    let before = server
+        .search_ids(&format!("Encounter?subject=Patient/{prior_id}"))
+        .await;
+    assert!(
+        !before.is_empty(),
+        "A04 wrote an Encounter for the prior patient"
+    );
+    let a40 = sample_message(&format!("{dir}/ADT-A40-01.hl7"));
+    let a40 = with_msh_field(&with_msh_field(&a40, 15, ""), 16, "");
+    send_ok(&server, &a40).await;
+    let survivor = patient_by_identifier(&server, "12345").await;
+    let survivor_id = survivor["id"].as_str().unwrap_or_default().to_string();
+    let after = server
+        .search_ids(&format!("Encounter?subject=Patient/{survivor_id}"))
+        .await;
+    for id in &before {
+        assert!(
+            after.contains(id),
+            "Encounter/{id} now refers to the survivor"
+        );
+    }
+    let left = server
+        .search_ids(&format!("Encounter?patient=Patient/{prior_id}"))
+        .await;
+    assert!(
+        left.is_empty(),
+        "no Encounter refers to the prior patient: {left:?}"
+    );
+    // The move is a new version: the old reference stays in history.
+    let history = server
+        .read(&format!("Encounter/{}/_history", before[0]))
+        .await;
+    assert!(
+        history["entry"].as_array().is_some_and(|e| e.len() >= 2),
+        "{history}"
+    );
+}
+
 async fn adt_a40_merge_links_the_two_patients(server: Server) {
     let dir = "microsoft-fhir-converter";
     // MSH-15/16 are NE|NE in this sample: ask for original mode instead.
@@ -822,6 +896,7 @@ server_tests!(
     adt_events_update_one_patient_and_its_encounter,
     adt_pre_admit_cancel_and_person_events_are_applied,
     adt_a40_merge_links_the_two_patients,
+    adt_a40_merge_moves_references_to_the_survivor,
     oru_results_become_observations_of_every_value_type,
     orm_and_oml_orders_become_service_requests,
     segment_terminators_cr_lf_crlf_and_a_bom_are_all_accepted,

@@ -154,9 +154,9 @@ pub(crate) fn refer(ctx: &Ctx, pid: &Seg) -> Result<PatientRef, MappingError> {
 /// ADT^A40 "merge patient - patient identifier list": for each PID/MRG pair, the survivor
 /// (PID) is written with `link: replaces → prior` and the prior patient (MRG-1 identifiers,
 /// MRG-7 name) with `active: false` and `link: replaced-by → survivor` (R4
-/// patient.html#links). References from other resources to the prior patient are not moved:
-/// that needs a search by reference, which a transaction Bundle cannot express; the server
-/// (or a follow-up job) must do it.
+/// patient.html#links). References from other resources to the prior patient are not moved
+/// here: that needs a search by reference, which a transaction Bundle cannot express; the
+/// server does it in the same database transaction (`mediflow::interaction::merge`).
 pub(crate) fn merge(ctx: &mut Ctx) -> Result<(), MappingError> {
     let segs = super::v2::segments(ctx.msg);
     let mut found = false;

@@ -11,6 +11,7 @@
 
 pub mod bundle;
 pub mod capability;
+pub mod merge;
 pub mod read;
 
 use std::sync::Arc;

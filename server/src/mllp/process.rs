@@ -35,7 +35,7 @@ use super::mapping::{self, MappingConfig};
 use super::outcome::{AckMode, Rejection, commit_ack};
 use crate::clock;
 use crate::error::ApiError;
-use crate::interaction::{Context, bundle};
+use crate::interaction::{Context, bundle, merge};
 use crate::storage::StoreError;
 use crate::storage::hl7_messages::{Hl7Insert, Hl7MessageRecord, Hl7Status, NewHl7Message};
 
@@ -469,6 +469,12 @@ impl Processor {
             },
         };
         let response = bundle::run_transaction(&self.ctx, tx.as_mut(), prepared, false).await?;
+        let kind = message.message_type();
+        if kind.code == "ADT" && kind.trigger == "A40" {
+            for (prior, survivor) in merged_patients(bundle, &response) {
+                merge::move_patient_references(&self.ctx, tx.as_mut(), &prior, &survivor).await?;
+            }
+        }
         let statuses: Vec<&str> = response
             .get("entry")
             .and_then(Value::as_array)
@@ -635,6 +641,40 @@ fn msa1(ack: &str) -> Option<AckCode> {
         "CR" => Some(AckCode::CR),
         _ => None,
     }
+}
+
+/// The `(prior, survivor)` Patient ids of an A40 merge: each Patient entry linked
+/// `replaced-by` another entry's fullUrl, with the ids read from the transaction-response
+/// locations (`…/Patient/{id}/_history/{n}`) of both entries.
+fn merged_patients(bundle: &Value, response: &Value) -> Vec<(String, String)> {
+    let empty = Vec::new();
+    let entries = bundle["entry"].as_array().unwrap_or(&empty);
+    let responses = response["entry"].as_array().unwrap_or(&empty);
+    let id_at = |i: usize| -> Option<String> {
+        let location = responses.get(i)?["response"]["location"].as_str()?;
+        let path = location.split("/_history").next()?;
+        path.rsplit('/').next().map(str::to_string)
+    };
+    let mut pairs = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let links = e["resource"]["link"].as_array();
+        for link in links.into_iter().flatten() {
+            if link["type"] != "replaced-by" {
+                continue;
+            }
+            let Some(target) = link["other"]["reference"].as_str() else {
+                continue;
+            };
+            let survivor = entries
+                .iter()
+                .position(|o| o["fullUrl"].as_str() == Some(target))
+                .and_then(id_at);
+            if let (Some(prior), Some(survivor)) = (id_at(i), survivor) {
+                pairs.push((prior, survivor));
+            }
+        }
+    }
+    pairs
 }
 
 /// The MSH-18 character set named in a (sniffed) header; UTF-8 when empty or unknown.

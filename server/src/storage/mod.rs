@@ -216,6 +216,13 @@ pub trait StoreTx: Send {
     /// The current version of one resource, with content, as seen inside this transaction.
     async fn read(&mut self, res_type: &str, id: &str)
     -> Result<Option<StoredVersion>, StoreError>;
+    /// Current resources that refer to `target_type/target_id` through an indexed
+    /// reference parameter (`patient`, `subject`, `encounter`), as `(res_type, id)`.
+    async fn referencing(
+        &mut self,
+        target_type: &str,
+        target_id: &str,
+    ) -> Result<Vec<ResourceKey>, StoreError>;
     /// Ids of current resources matching a search (used by conditional interactions).
     /// Returns at most `limit` ids.
     async fn search_ids(

@@ -167,6 +167,22 @@ pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
     sql
 }
 
+/// Current resources whose `patient`/`subject`/`encounter` index rows point at
+/// `target_type/target_id`, as `(res_type, id)` (for moving references, e.g. an HL7 A40
+/// merge). Uses `search_reference_lookup` through its leading `param` column.
+pub fn referencing(dialect: Dialect, target_type: &str, target_id: &str) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT DISTINCT x.res_type, x.id FROM search_reference x WHERE x.param IN \
+         ('patient', 'subject', 'encounter') AND x.target_id = ",
+    );
+    sql.bind(Bind::Text(target_id.to_string()))
+        .push(" AND x.target_type = ")
+        .bind(Bind::Text(target_type.to_string()))
+        .push(" ORDER BY x.res_type, x.id");
+    sql
+}
+
 /// Search over current, non-deleted resources: full rows (`ids_only = false`) or ids.
 /// Ordered by id, keyset-paged by `query.after_id`; `limit` rows at most.
 pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -> Sql {

@@ -30,6 +30,21 @@ macro_rules! impl_store_tx {
 
         #[async_trait]
         impl StoreTx for $tx {
+            async fn referencing(
+                &mut self,
+                target_type: &str,
+                target_id: &str,
+            ) -> Result<Vec<ResourceKey>, StoreError> {
+                self.flush().await?;
+                let rows = query(sql::referencing(D, target_type, target_id))
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("res_type")?, r.try_get("id")?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
             async fn current_versions(
                 &mut self,
                 keys: &[ResourceKey],
