@@ -178,8 +178,12 @@ impl EnvExt for Command {
     }
 }
 
-/// A free loopback port (bound and released; the server binds it right after).
-pub(crate) fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+/// `N` distinct free loopback ports (bound together, then released; the server binds them
+/// right after). Binding them one at a time could hand out the same port twice, once the
+/// first listener was dropped.
+pub(crate) fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local addr").port())
 }

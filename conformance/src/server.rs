@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http::{Req, Response};
-use crate::{Backend, EnvExt, Method, TestDb, bundle_link, entries, free_port, mediflow_bin};
+use crate::{Backend, EnvExt, Method, TestDb, bundle_link, entries, free_ports, mediflow_bin};
 
 /// How long the readiness poll of `GET /fhir/metadata` may take in total.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,10 +63,11 @@ impl Server {
     /// Start a server on an existing test database (e.g. one filled by `mediflow import`).
     pub async fn start_on(db: TestDb, args: &[&str]) -> Server {
         let log_path = db.dir().join("server.log");
+        let [port, mllp_port] = free_ports();
         let mut server = Server {
             child: None,
-            port: free_port(),
-            mllp_port: free_port(),
+            port,
+            mllp_port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             log_path,
             client: new_client(),
