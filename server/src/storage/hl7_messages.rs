@@ -249,7 +249,7 @@ macro_rules! backend_fns {
                 for b in binds {
                     q = match b {
                         Bind::Text(s) => q.bind(s),
-                        Bind::OptText(s) => q.bind(s),
+                        Bind::OptText(s) | Bind::Json(s) => q.bind(s),
                         Bind::Int(i) => q.bind(i),
                         Bind::Bool(b) => q.bind(b),
                     };

@@ -12,7 +12,7 @@
 
 pub mod hl7_messages;
 #[macro_use]
-mod tx_macro;
+mod backend_macros;
 
 pub mod postgres;
 mod sql;

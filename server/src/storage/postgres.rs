@@ -53,118 +53,26 @@ impl PgStore {
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })
     }
-}
 
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, Postgres, PgArguments>,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'q, Postgres, PgArguments> {
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s),
-            Bind::OptText(s) => q.bind(s),
-            Bind::Int(i) => q.bind(i),
-            Bind::Bool(b) => q.bind(b),
-        };
-    }
-    q
-}
-
-fn query(sql: Sql) -> sqlx::query::Query<'static, Postgres, PgArguments> {
-    let (text, binds) = sql.finish();
-    bind_all(sqlx::query(AssertSqlSafe(text)), binds)
-}
-
-fn to_version(row: &PgRow) -> Result<StoredVersion, sqlx::Error> {
-    Ok(StoredVersion {
-        res_type: row.try_get("res_type")?,
-        id: row.try_get("id")?,
-        version_id: row.try_get("version_id")?,
-        last_updated: row.try_get("last_updated")?,
-        method: row.try_get("method")?,
-        deleted: row.try_get("deleted")?,
-        content: row.try_get("content")?,
-        seq: row.try_get("seq")?,
-    })
-}
-
-#[async_trait]
-impl Store for PgStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    /// Reads use the shared pool.
+    fn read_pool(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
-        let tx = self.pool.begin().await?;
-        Ok(Box::new(PgTx {
-            tx,
-            queue: Vec::new(),
-        }))
+    /// Writes use the shared pool.
+    fn write_pool(&self) -> &PgPool {
+        &self.pool
     }
 
-    async fn read(&self, res_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
-        let row = query(sql::read_current(D, res_type, id))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(to_version).transpose()?)
-    }
-
-    async fn vread(
-        &self,
-        res_type: &str,
-        id: &str,
-        version_id: i64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        let row = query(sql::read_version(D, res_type, id, version_id))
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(to_version).transpose()?)
-    }
-
-    async fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
-        let rows = query(sql::history(D, q)).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(to_version).collect::<Result<_, _>>()?)
-    }
-
-    async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let rows = query(sql::search(D, q, false, q.count + 1))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut matches: Vec<StoredVersion> =
-            rows.iter().map(to_version).collect::<Result<_, _>>()?;
-        let has_more = matches.len() > q.count;
-        matches.truncate(q.count);
-        Ok(SearchPage { matches, has_more })
-    }
-
-    async fn hl7_insert(
-        &self,
-        message: &hl7_messages::NewHl7Message,
-    ) -> Result<hl7_messages::Hl7Insert, StoreError> {
-        hl7_messages::postgres::insert(&self.pool, message).await
-    }
-
-    async fn hl7_finish(
-        &self,
-        id: i64,
-        status: hl7_messages::Hl7Status,
-        reason: Option<&str>,
-        ack: &str,
-    ) -> Result<(), StoreError> {
-        hl7_messages::postgres::finish(&self.pool, id, status, reason, ack).await
-    }
-
-    async fn hl7_get(&self, id: i64) -> Result<Option<hl7_messages::Hl7MessageRecord>, StoreError> {
-        hl7_messages::postgres::get(&self.pool, id).await
-    }
-
-    async fn hl7_list(
-        &self,
-        query: &hl7_messages::Hl7ListQuery,
-    ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError> {
-        hl7_messages::postgres::list(&self.pool, query).await
+    /// A plain `BEGIN`: rows are locked as read (`FOR UPDATE`).
+    async fn begin_tx(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
     }
 }
+
+impl_sql_helpers!(Postgres, PgArguments, PgRow);
+
+impl_store!(PgStore, PgTx, postgres, "postgres");
 
 /// A write transaction on one pooled connection.
 struct PgTx {

@@ -23,6 +23,8 @@ pub enum Bind {
     OptText(Option<String>),
     Int(i64),
     Bool(bool),
+    /// JSON text for a JSONB column (cast with `::jsonb` on PostgreSQL).
+    Json(Option<String>),
 }
 
 /// A statement under construction: text plus binds, in placeholder order.
@@ -57,9 +59,28 @@ impl Sql {
 
     /// Appends a placeholder for JSON content (`?::jsonb` on PostgreSQL).
     pub fn bind_json(&mut self, value: Option<String>) -> &mut Self {
-        self.bind(Bind::OptText(value));
+        self.bind(Bind::Json(value));
         if self.dialect == Dialect::Postgres {
             self.text.push_str("::jsonb");
+        }
+        self
+    }
+
+    /// Appends `(?, ?, …), (?, ?, …)`: one parenthesised tuple per row of a multi-row
+    /// `VALUES` list, with the binds `row` gives for each.
+    pub fn rows<T>(&mut self, rows: &[T], row: impl Fn(&T) -> Vec<Bind>) -> &mut Self {
+        for (i, r) in rows.iter().enumerate() {
+            self.push(if i == 0 { "(" } else { ", (" });
+            for (j, value) in row(r).into_iter().enumerate() {
+                if j > 0 {
+                    self.push(", ");
+                }
+                match value {
+                    Bind::Json(text) => self.bind_json(text),
+                    other => self.bind(other),
+                };
+            }
+            self.push(")");
         }
         self
     }
@@ -360,26 +381,17 @@ pub fn insert_versions(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
         "INSERT INTO resource_versions \
          (res_type, id, version_id, last_updated, method, deleted, content) VALUES ",
     );
-    for (i, v) in versions.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Text(v.res_type.clone()))
-            .push(", ")
-            .bind(Bind::Text(v.id.clone()))
-            .push(", ")
-            .bind(Bind::Int(v.version_id))
-            .push(", ")
-            .bind(Bind::Int(v.last_updated))
-            .push(", ")
-            .bind(Bind::Text(v.method.to_string()))
-            .push(", ")
-            .bind(Bind::Bool(v.content.is_none()))
-            .push(", ")
-            .bind_json(v.content.clone())
-            .push(")");
-    }
+    sql.rows(versions, |v| {
+        vec![
+            Bind::Text(v.res_type.clone()),
+            Bind::Text(v.id.clone()),
+            Bind::Int(v.version_id),
+            Bind::Int(v.last_updated),
+            Bind::Text(v.method.to_string()),
+            Bind::Bool(v.content.is_none()),
+            Bind::Json(v.content.clone()),
+        ]
+    });
     sql
 }
 
@@ -389,22 +401,15 @@ pub fn upsert_current(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
         dialect,
         "INSERT INTO resources (res_type, id, version_id, last_updated, deleted) VALUES ",
     );
-    for (i, v) in versions.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Text(v.res_type.clone()))
-            .push(", ")
-            .bind(Bind::Text(v.id.clone()))
-            .push(", ")
-            .bind(Bind::Int(v.version_id))
-            .push(", ")
-            .bind(Bind::Int(v.last_updated))
-            .push(", ")
-            .bind(Bind::Bool(v.content.is_none()))
-            .push(")");
-    }
+    sql.rows(versions, |v| {
+        vec![
+            Bind::Text(v.res_type.clone()),
+            Bind::Text(v.id.clone()),
+            Bind::Int(v.version_id),
+            Bind::Int(v.last_updated),
+            Bind::Bool(v.content.is_none()),
+        ]
+    });
     sql.push(
         " ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, \
          last_updated = excluded.last_updated, deleted = excluded.deleted",
@@ -435,22 +440,15 @@ pub fn insert_tokens(dialect: Dialect, rows: &[(&str, &str, &crate::storage::Tok
         dialect,
         "INSERT INTO search_token (res_type, id, param, system, value) VALUES ",
     );
-    for (i, (t, id, tok)) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Text(t.to_string()))
-            .push(", ")
-            .bind(Bind::Text(id.to_string()))
-            .push(", ")
-            .bind(Bind::Text(tok.param.clone()))
-            .push(", ")
-            .bind(Bind::OptText(tok.system.clone()))
-            .push(", ")
-            .bind(Bind::OptText(tok.value.clone()))
-            .push(")");
-    }
+    sql.rows(rows, |(t, id, tok)| {
+        vec![
+            Bind::Text(t.to_string()),
+            Bind::Text(id.to_string()),
+            Bind::Text(tok.param.clone()),
+            Bind::OptText(tok.system.clone()),
+            Bind::OptText(tok.value.clone()),
+        ]
+    });
     sql
 }
 
@@ -516,22 +514,15 @@ pub fn insert_references(dialect: Dialect, rows: &[(&str, &str, &ReferenceIndex)
         dialect,
         "INSERT INTO search_reference (res_type, id, param, target_type, target_id) VALUES ",
     );
-    for (i, (t, id, x)) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push("(")
-            .bind(Bind::Text(t.to_string()))
-            .push(", ")
-            .bind(Bind::Text(id.to_string()))
-            .push(", ")
-            .bind(Bind::Text(x.param.clone()))
-            .push(", ")
-            .bind(Bind::Text(x.target_type.clone()))
-            .push(", ")
-            .bind(Bind::Text(x.target_id.clone()))
-            .push(")");
-    }
+    sql.rows(rows, |(t, id, x)| {
+        vec![
+            Bind::Text(t.to_string()),
+            Bind::Text(id.to_string()),
+            Bind::Text(x.param.clone()),
+            Bind::Text(x.target_type.clone()),
+            Bind::Text(x.target_id.clone()),
+        ]
+    });
     sql
 }
 

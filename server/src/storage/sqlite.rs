@@ -60,118 +60,27 @@ impl SqliteStore {
             .await?;
         Ok(SqliteStore { writer, reader })
     }
-}
 
-fn bind_all<'q>(
-    mut q: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
-    binds: Vec<Bind>,
-) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
-    for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s),
-            Bind::OptText(s) => q.bind(s),
-            Bind::Int(i) => q.bind(i),
-            Bind::Bool(b) => q.bind(b),
-        };
-    }
-    q
-}
-
-fn query(sql: Sql) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    let (text, binds) = sql.finish();
-    bind_all(sqlx::query(AssertSqlSafe(text)), binds)
-}
-
-fn to_version(row: &SqliteRow) -> Result<StoredVersion, sqlx::Error> {
-    Ok(StoredVersion {
-        res_type: row.try_get("res_type")?,
-        id: row.try_get("id")?,
-        version_id: row.try_get("version_id")?,
-        last_updated: row.try_get("last_updated")?,
-        method: row.try_get("method")?,
-        deleted: row.try_get("deleted")?,
-        content: row.try_get("content")?,
-        seq: row.try_get("seq")?,
-    })
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    /// Readers: a pool of read-only connections (WAL lets them run beside the writer).
+    fn read_pool(&self) -> &SqlitePool {
+        &self.reader
     }
 
-    async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {
-        let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteTx {
-            tx,
-            queue: Vec::new(),
-        }))
+    /// The single writer connection.
+    fn write_pool(&self) -> &SqlitePool {
+        &self.writer
     }
 
-    async fn read(&self, res_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
-        let row = query(sql::read_current(D, res_type, id))
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.as_ref().map(to_version).transpose()?)
-    }
-
-    async fn vread(
-        &self,
-        res_type: &str,
-        id: &str,
-        version_id: i64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        let row = query(sql::read_version(D, res_type, id, version_id))
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(row.as_ref().map(to_version).transpose()?)
-    }
-
-    async fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredVersion>, StoreError> {
-        let rows = query(sql::history(D, q)).fetch_all(&self.reader).await?;
-        Ok(rows.iter().map(to_version).collect::<Result<_, _>>()?)
-    }
-
-    async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let rows = query(sql::search(D, q, false, q.count + 1))
-            .fetch_all(&self.reader)
-            .await?;
-        let mut matches: Vec<StoredVersion> =
-            rows.iter().map(to_version).collect::<Result<_, _>>()?;
-        let has_more = matches.len() > q.count;
-        matches.truncate(q.count);
-        Ok(SearchPage { matches, has_more })
-    }
-
-    async fn hl7_insert(
-        &self,
-        message: &hl7_messages::NewHl7Message,
-    ) -> Result<hl7_messages::Hl7Insert, StoreError> {
-        hl7_messages::sqlite::insert(&self.writer, message).await
-    }
-
-    async fn hl7_finish(
-        &self,
-        id: i64,
-        status: hl7_messages::Hl7Status,
-        reason: Option<&str>,
-        ack: &str,
-    ) -> Result<(), StoreError> {
-        hl7_messages::sqlite::finish(&self.writer, id, status, reason, ack).await
-    }
-
-    async fn hl7_get(&self, id: i64) -> Result<Option<hl7_messages::Hl7MessageRecord>, StoreError> {
-        hl7_messages::sqlite::get(&self.reader, id).await
-    }
-
-    async fn hl7_list(
-        &self,
-        query: &hl7_messages::Hl7ListQuery,
-    ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError> {
-        hl7_messages::sqlite::list(&self.reader, query).await
+    /// `BEGIN IMMEDIATE` takes the write lock at once, so writers queue instead of failing
+    /// with `SQLITE_BUSY` when a deferred transaction upgrades.
+    async fn begin_tx(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
     }
 }
+
+impl_sql_helpers!(Sqlite, SqliteArguments, SqliteRow);
+
+impl_store!(SqliteStore, SqliteTx, sqlite, "sqlite");
 
 /// A write transaction on the single writer connection.
 struct SqliteTx {
