@@ -11,11 +11,18 @@
 //!   OperationOutcome-style [`validation::Issue`]s.
 //! * [`datetime`]: [`datetime::FhirDateTime`], partial FHIR date/dateTime/instant values
 //!   with their precision and implicit UTC range for date search.
+//! * [`fhirpath`]: [`fhirpath::Expression`], a FHIRPath (N1 + FHIR R4 additions) engine
+//!   over `serde_json::Value`, parsed once and evaluated by borrowing from the resource.
+//! * [`search`]: [`search::SearchParamRegistry`], the 1,375 R4 SearchParameters and the
+//!   compartments from `profiles/r4-search-params.json`, and index extraction
+//!   ([`search::IndexValue`]) by evaluating their FHIRPath expressions at write time.
 
 #![warn(missing_docs)]
 
 pub mod datetime;
+pub mod fhirpath;
 pub mod registry;
+pub mod search;
 pub mod validation;
 
 pub use registry::R4Registry;
