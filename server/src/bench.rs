@@ -7,6 +7,11 @@
 //!   `--seconds`, printing requests/second and p50/p99 latency. With no `--server` it starts
 //!   a server in this process on a free port (client and server then share the machine's
 //!   cores, as they would on one small host).
+//! - `bench search`: the search queries of issue 3 (string, token, date, quantity,
+//!   `_include`, chaining, `_has`, `_summary=count`) against a database loaded by
+//!   `bench import`, each from `--clients` concurrent clients for `--seconds`, printing
+//!   requests/second and p50/p95 latency per query. Parameter values (a patient id, a family
+//!   name, an identifier) are read from the data first.
 //! - `bench mllp`: HL7 v2 ORU^R01 over MLLP from `--connections` connections: messages/second
 //!   and ACK latency p50/p99 (implemented in `crate::mllp::bench`).
 //!
@@ -46,6 +51,9 @@ pub enum Which {
         /// Bundles in flight at once.
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// Write no search-index rows (the baseline for the cost of indexing).
+        #[arg(long)]
+        no_index: bool,
     },
     /// Read throughput and latency.
     Read {
@@ -60,6 +68,21 @@ pub enum Which {
         clients: usize,
         /// Duration in seconds.
         #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Search latency and throughput per query on a loaded database.
+    Search {
+        /// Database for the in-process server (ignored with --server).
+        #[arg(long, default_value = "sqlite://mediflow-bench/search.db")]
+        database_url: String,
+        /// A running server's FHIR base instead of an in-process one.
+        #[arg(long)]
+        server: Option<String>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds per query.
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
     /// HL7 v2 over MLLP: ORU^R01 messages/second and ACK latency (see `crate::mllp::bench`).
@@ -90,13 +113,20 @@ pub async fn run(args: BenchArgs) -> StartResult<()> {
             data,
             resources,
             concurrency,
-        } => bench_import(&database_url, &data, resources, concurrency).await,
+            no_index,
+        } => bench_import(&database_url, &data, resources, concurrency, no_index).await,
         Which::Read {
             database_url,
             server,
             clients,
             seconds,
         } => bench_read(&database_url, server, clients, Duration::from_secs(seconds)).await,
+        Which::Search {
+            database_url,
+            server,
+            clients,
+            seconds,
+        } => bench_search(&database_url, server, clients, Duration::from_secs(seconds)).await,
         Which::Mllp {
             database_url,
             to,
@@ -130,6 +160,7 @@ async fn bench_import(
     data: &PathBuf,
     target: usize,
     concurrency: usize,
+    no_index: bool,
 ) -> StartResult<()> {
     let mut files: Vec<PathBuf> = crate::import::collect_files(std::slice::from_ref(data))?
         .into_iter()
@@ -152,7 +183,7 @@ async fn bench_import(
         return Err(format!("no bundle entries under {}", data.display()).into());
     }
     let rounds = target.div_ceil(per_round);
-    let sink = Sink::open(&Target::Database(url.to_string())).await?;
+    let sink = Sink::open(&Target::Database(url.to_string()), no_index).await?;
     println!(
         "bench import: {} bundles x {rounds} rounds = {} resources into {}",
         raw.len(),
@@ -201,23 +232,7 @@ async fn bench_read(
     clients: usize,
     duration: Duration,
 ) -> StartResult<()> {
-    let base = match server {
-        Some(b) => b.trim_end_matches('/').to_string(),
-        None => {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let base = format!("http://{addr}/fhir");
-            let ctx = server::context(url, base.clone()).await?;
-            let state = Arc::new(crate::http::AppState {
-                ctx,
-                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
-            });
-            tokio::spawn(async move {
-                let _ = axum::serve(listener, crate::http::router(state)).await;
-            });
-            base
-        }
-    };
+    let base = server_base(url, server).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
@@ -243,10 +258,68 @@ async fn bench_read(
         "bench read: {clients} clients, {} s, GET {read_url}",
         duration.as_secs()
     );
+    let load = load(&client, &read_url, clients, duration).await?;
+    println!(
+        "{} requests, {} errors: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
+        load.requests,
+        load.errors,
+        load.requests as f64 / duration.as_secs_f64(),
+        load.percentile(0.50),
+        load.percentile(0.99)
+    );
+    Ok(())
+}
+
+/// The FHIR base to benchmark: `server`, or a server started in this process on `url`.
+async fn server_base(url: &str, server: Option<String>) -> StartResult<String> {
+    Ok(match server {
+        Some(b) => b.trim_end_matches('/').to_string(),
+        None => {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let addr = listener.local_addr()?;
+            let base = format!("http://{addr}/fhir");
+            let ctx = server::context(url, base.clone()).await?;
+            let state = Arc::new(crate::http::AppState {
+                ctx,
+                max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+            });
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, crate::http::router(state)).await;
+            });
+            base
+        }
+    })
+}
+
+/// Latencies (µs, sorted) and error count of a load run.
+struct Load {
+    latencies: Vec<u32>,
+    requests: usize,
+    errors: u64,
+}
+
+impl Load {
+    /// The `p` quantile (0..1) in milliseconds.
+    fn percentile(&self, p: f64) -> f64 {
+        let all = &self.latencies;
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    }
+}
+
+/// `GET url` from `clients` concurrent clients for `duration`.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> StartResult<Load> {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (client, url) = (client.clone(), read_url.clone());
+        let (client, url) = (client.clone(), url.to_string());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
             let mut errors = 0u64;
@@ -263,25 +336,141 @@ async fn bench_read(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut latencies = Vec::new();
     let mut errors = 0;
     for t in tasks {
         let (lat, e) = t.await?;
-        all.extend(lat);
+        latencies.extend(lat);
         errors += e;
     }
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "{} requests, {errors} errors: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
-        all.len(),
-        all.len() as f64 / duration.as_secs_f64(),
-        pct(0.50) as f64 / 1000.0,
-        pct(0.99) as f64 / 1000.0
+    latencies.sort_unstable();
+    Ok(Load {
+        requests: latencies.len(),
+        latencies,
+        errors,
+    })
+}
+
+/// GET `url` and parse the JSON body.
+async fn get_json(client: &reqwest::Client, url: &str) -> StartResult<Value> {
+    let resp = client.get(url).send().await?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {url}: {}", resp.status()).into());
+    }
+    Ok(resp.json().await?)
+}
+
+/// The queries of the search benchmark (issue 3), with values read from the data: a
+/// patient that has heart-rate observations, its family name and identifier.
+async fn search_queries(
+    client: &reqwest::Client,
+    base: &str,
+) -> StartResult<Vec<(String, String)>> {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let obs = get_json(
+        client,
+        &format!("{base}/Observation?code=http://loinc.org%7C8867-4&_count=1"),
+    )
+    .await?;
+    let subject = obs["entry"][0]["resource"]["subject"]["reference"]
+        .as_str()
+        .ok_or("no heart-rate Observation with a subject: load data with `bench import` first")?
+        .to_string();
+    let patient_id = subject.trim_start_matches("Patient/").to_string();
+    let patient = get_json(client, &format!("{base}/Patient/{patient_id}")).await?;
+    let family = patient["name"][0]["family"]
+        .as_str()
+        .unwrap_or("Smith")
+        .to_string();
+    let ident = &patient["identifier"][0];
+    let identifier = format!(
+        "{}|{}",
+        ident["system"].as_str().unwrap_or(""),
+        ident["value"].as_str().unwrap_or("")
     );
+    let condition = get_json(client, &format!("{base}/Condition?_count=1")).await?;
+    let condition_code = condition["entry"][0]["resource"]["code"]["coding"][0]["code"]
+        .as_str()
+        .unwrap_or("44054006")
+        .to_string();
+    let prefix: String = family.chars().take(3).collect::<String>().to_lowercase();
+    Ok(vec![
+        (
+            "Patient?name=PREFIX".into(),
+            format!("{base}/Patient?name={}", enc(&prefix)),
+        ),
+        (
+            "Patient?identifier=…".into(),
+            format!("{base}/Patient?identifier={}", enc(&identifier)),
+        ),
+        (
+            "Observation?patient=…&code=http://loinc.org|8867-4&date=ge2019".into(),
+            format!(
+                "{base}/Observation?patient={patient_id}&code=http://loinc.org%7C8867-4&date=ge2019"
+            ),
+        ),
+        (
+            "Observation?code=http://loinc.org|8867-4&value-quantity=gt100".into(),
+            format!("{base}/Observation?code=http://loinc.org%7C8867-4&value-quantity=gt100"),
+        ),
+        (
+            "Encounter?patient=…&_include=Encounter:practitioner".into(),
+            format!("{base}/Encounter?patient={patient_id}&_include=Encounter:practitioner"),
+        ),
+        (
+            "Observation?subject:Patient.name=…".into(),
+            format!("{base}/Observation?subject:Patient.name={}", enc(&family)),
+        ),
+        (
+            "Patient?_has:Observation:patient:code=…".into(),
+            format!("{base}/Patient?_has:Observation:patient:code=http://loinc.org%7C8867-4"),
+        ),
+        (
+            "Condition?code=…&_summary=count".into(),
+            format!(
+                "{base}/Condition?code={}&_summary=count",
+                enc(&condition_code)
+            ),
+        ),
+    ])
+}
+
+async fn bench_search(
+    url: &str,
+    server: Option<String>,
+    clients: usize,
+    duration: Duration,
+) -> StartResult<()> {
+    let base = server_base(url, server).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let count = get_json(&client, &format!("{base}?_summary=count")).await?;
+    println!(
+        "bench search: {} resources, {clients} clients, {} s per query, {}",
+        count["total"],
+        duration.as_secs(),
+        server::redact(url)
+    );
+    for (label, query) in search_queries(&client, &base).await? {
+        let first = get_json(&client, &query).await?;
+        let matches = first["entry"].as_array().map_or(0, |e| {
+            e.iter().filter(|x| x["search"]["mode"] == "match").count()
+        });
+        let load = load(&client, &query, clients, duration).await?;
+        println!(
+            "{label}: {:.0} requests/s, p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms ({} errors; first page {} matches{})",
+            load.requests as f64 / duration.as_secs_f64(),
+            load.percentile(0.50),
+            load.percentile(0.95),
+            load.percentile(0.99),
+            load.errors,
+            matches,
+            first
+                .get("total")
+                .map(|t| format!(", total {t}"))
+                .unwrap_or_default()
+        );
+    }
     Ok(())
 }

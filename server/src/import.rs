@@ -71,11 +71,20 @@ type UnitError = (Option<usize>, String);
 
 impl Sink {
     /// Opens the sink for `target` (connecting and migrating a database).
-    pub async fn open(target: &Target) -> StartResult<Sink> {
+    /// With `defer_index`, resources are written without search-index rows and the
+    /// database is marked stale until `mediflow reindex` runs.
+    pub async fn open(target: &Target, defer_index: bool) -> StartResult<Sink> {
         Ok(match target {
-            Target::Database(url) => Sink::Direct(Arc::new(
-                server::context(url, "urn:mediflow:import".into()).await?,
-            )),
+            Target::Database(url) => {
+                let mut ctx = server::context(url, "urn:mediflow:import".into()).await?;
+                if defer_index {
+                    ctx.defer_index = true;
+                    ctx.store
+                        .set_index_state(crate::reindex::STALE_KEY, Some("1"))
+                        .await?;
+                }
+                Sink::Direct(Arc::new(ctx))
+            }
             Target::Server(url) => Sink::Remote {
                 client: reqwest::Client::new(),
                 url: url.trim_end_matches('/').to_string(),
@@ -319,9 +328,10 @@ pub async fn run(
     target: Target,
     concurrency: usize,
     progress: bool,
+    defer_index: bool,
 ) -> StartResult<Summary> {
     let files = collect_files(paths)?;
-    let sink = Sink::open(&target).await?;
+    let sink = Sink::open(&target, defer_index).await?;
     let start = Instant::now();
     let bar = if progress {
         ProgressBar::new(files.len() as u64)
@@ -356,6 +366,9 @@ pub async fn run(
     bar.finish_and_clear();
     summary.elapsed = start.elapsed();
     print_summary(&summary);
+    if defer_index {
+        println!("search indexes were not written: run `mediflow reindex` next");
+    }
     Ok(summary)
 }
 

@@ -1,91 +1,166 @@
-//! Search-index extraction at write time: the rows of [`IndexEntries`] for one resource,
-//! written in the same transaction as the resource (see `storage`).
+//! Search-index rows of a resource, computed at write time and written in the same
+//! transaction as the resource (see `storage`).
 //!
-//! Covers the parameters of [`crate::search::SUPPORTED_PARAMS`] that need index rows:
-//! `identifier` (R4 search.html#token on `Identifier`: `system|value`) and the reference
-//! parameters of [`ReferenceParam`] (R4 search.html#reference: target type and id).
-//! `_id` and `_lastUpdated` are columns of the `resources` table and need no rows.
+//! The values come from `fhir_model::search::SearchParamRegistry::extract`, which evaluates
+//! every R4 SearchParameter expression (FHIRPath) of the resource's type; this module maps
+//! them onto the typed index tables ([`RowValue`]) under their hashed parameter identity
+//! ([`crate::search::def_key`]). `_id` and `_lastUpdated` are columns of `resources` and need
+//! no rows.
 
+use fhir_model::search::{IndexValue, SearchParamRegistry};
 use serde_json::Value;
 
-use crate::search::{ReferenceParam, TokenParam};
-use crate::storage::{IndexEntries, ReferenceIndex, TokenIndex};
+use crate::search::def_key;
+use crate::storage::{IndexRow, RowValue};
 
-/// Index rows for `resource` (a JSON object with `resourceType`).
-pub fn extract(resource: &Value) -> IndexEntries {
-    let mut entries = IndexEntries::default();
-    let identifiers = match resource.get("identifier") {
-        Some(Value::Array(list)) => list.iter().collect::<Vec<_>>(),
-        Some(one @ Value::Object(_)) => vec![one],
-        _ => Vec::new(),
-    };
-    for ident in identifiers {
-        let system = ident
-            .get("system")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let value = ident
-            .get("value")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if system.is_some() || value.is_some() {
-            entries.tokens.push(TokenIndex {
-                param: TokenParam::Identifier.as_str().to_string(),
-                system,
-                value,
-            });
+/// Longest indexed text value, in bytes. B-tree entries have a size limit (about 2.7 KB on
+/// PostgreSQL), and a narrative or a long markdown is no use in an index: longer values are
+/// cut at a character boundary, so `:contains` and prefix searches see their first
+/// 512 bytes. `search_string.exact` keeps the whole text (it is not in an index).
+pub const MAX_INDEXED_BYTES: usize = 512;
+
+/// `s` cut to at most [`MAX_INDEXED_BYTES`] bytes at a character boundary.
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_INDEXED_BYTES {
+        let mut end = MAX_INDEXED_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
         }
+        s.truncate(end);
     }
-    let res_type = resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    for param in ReferenceParam::ALL {
-        for (path, target_filter) in param.paths(res_type) {
-            let mut found = Vec::new();
-            collect_path(resource, path, &mut found);
-            for reference in found {
-                let Some((target_type, target_id)) = reference
-                    .get("reference")
-                    .and_then(Value::as_str)
-                    .and_then(split_reference)
-                else {
-                    continue;
-                };
-                if target_filter.is_some_and(|f| f != target_type) {
-                    continue;
-                }
-                let row = ReferenceIndex {
-                    param: param.as_str().to_string(),
-                    target_type: target_type.to_string(),
-                    target_id: target_id.to_string(),
-                };
-                if !entries.references.contains(&row) {
-                    entries.references.push(row);
-                }
-            }
-        }
-    }
-    entries
+    s
 }
 
-/// The values at a dotted element path, arrays flattened (FHIRPath path navigation).
-fn collect_path<'a>(value: &'a Value, path: &str, out: &mut Vec<&'a Value>) {
-    let (head, rest) = match path.split_once('.') {
-        Some((h, r)) => (h, Some(r)),
-        None => (path, None),
+fn clip_opt(s: Option<String>) -> Option<String> {
+    s.map(clip)
+}
+
+/// Index rows for `resource` (a JSON object with `resourceType`). Duplicates are removed.
+pub fn extract(resource: &Value) -> Vec<IndexRow> {
+    let Some(res_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
     };
-    let children: Vec<&Value> = match value.get(head) {
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(v) => vec![v],
-        None => Vec::new(),
-    };
-    for child in children {
-        match rest {
-            Some(r) => collect_path(child, r, out),
-            None => out.push(child),
+    let registry = SearchParamRegistry::get();
+    let entries = registry.extract(resource);
+    let mut rows: Vec<IndexRow> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Some(def) = registry.param(res_type, entry.code) else {
+            continue;
+        };
+        let (suffix, grp) = match entry.composite {
+            Some((group, index)) => (format!("#{index}"), Some(i64::from(group))),
+            None => (String::new(), None),
+        };
+        let key = |extra: &str| {
+            if extra.is_empty() {
+                def_key(def, res_type, &suffix)
+            } else {
+                def_key(def, res_type, &format!("{suffix}{extra}"))
+            }
+        };
+        let (param, value) = match entry.value {
+            IndexValue::String { normalized, exact } => (
+                key(""),
+                RowValue::String {
+                    value: normalized,
+                    exact,
+                },
+            ),
+            IndexValue::Token { system, code } => (key(""), RowValue::Token { system, code }),
+            IndexValue::TokenText(text) => (
+                key(":text"),
+                RowValue::String {
+                    value: text.clone(),
+                    exact: text,
+                },
+            ),
+            IndexValue::OfType {
+                type_system,
+                type_code,
+                value,
+            } => (
+                key(":of-type"),
+                RowValue::Token {
+                    system: type_system,
+                    code: Some(format!("{type_code}|{value}")),
+                },
+            ),
+            IndexValue::Date { low, high } => (key(""), RowValue::Date { low, high }),
+            IndexValue::Number { value } => (key(""), RowValue::Number(value)),
+            IndexValue::Quantity {
+                value,
+                system,
+                code,
+                unit,
+                canonical,
+            } => (
+                key(""),
+                RowValue::Quantity {
+                    value,
+                    system,
+                    code: code.or(unit),
+                    canonical,
+                },
+            ),
+            IndexValue::Uri(uri) => (key(""), RowValue::Uri(uri)),
+            IndexValue::Reference {
+                target_type,
+                id,
+                url,
+            } => (
+                key(""),
+                RowValue::Reference {
+                    target_type,
+                    target_id: id,
+                    url,
+                },
+            ),
+            IndexValue::ReferenceIdentifier { system, value } => (
+                key(":identifier"),
+                RowValue::Token {
+                    system,
+                    code: Some(value),
+                },
+            ),
+        };
+        let value = match value {
+            RowValue::String { value, exact } => RowValue::String {
+                value: clip(value),
+                exact,
+            },
+            RowValue::Token { system, code } => RowValue::Token {
+                system: clip_opt(system),
+                code: clip_opt(code),
+            },
+            RowValue::Quantity {
+                value,
+                system,
+                code,
+                canonical,
+            } => RowValue::Quantity {
+                value,
+                system: clip_opt(system),
+                code: clip_opt(code),
+                canonical,
+            },
+            RowValue::Uri(v) => RowValue::Uri(clip(v)),
+            RowValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => RowValue::Reference {
+                target_type,
+                target_id: clip_opt(target_id),
+                url: clip_opt(url),
+            },
+            other => other,
+        };
+        let row = IndexRow { param, grp, value };
+        if !rows.contains(&row) {
+            rows.push(row);
         }
     }
+    rows
 }
 
 /// `Type/id`, `Type/id/_history/n` or an absolute URL ending in `Type/id` → (Type, id).
@@ -105,41 +180,53 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::param_key;
     use serde_json::json;
 
     #[test]
-    fn identifier_system_and_value_are_indexed() {
-        let p = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "42"}, {"value": "x"}]});
-        let e = extract(&p);
-        assert_eq!(e.tokens.len(), 2);
-        assert_eq!(e.tokens[0].system.as_deref(), Some("urn:mrn"));
-        assert_eq!(e.tokens[1].system, None);
+    fn long_values_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(400);
+        let cut = clip(long);
+        assert!(cut.len() <= MAX_INDEXED_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn identifier_rows_are_tokens_under_the_type_scoped_key() {
+        let p = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "42"}]});
+        let rows = extract(&p);
+        assert!(
+            rows.iter()
+                .any(|r| r.param == param_key("Patient", "identifier")
+                    && r.value
+                        == RowValue::Token {
+                            system: Some("urn:mrn".into()),
+                            code: Some("42".into())
+                        })
+        );
     }
 
     #[test]
     fn observation_subject_patient_is_indexed_for_patient_and_subject() {
-        let o = json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}, "encounter": {"reference": "http://x/fhir/Encounter/e1/_history/2"}});
-        let e = extract(&o);
-        let params: Vec<(&str, &str, &str)> = e
-            .references
-            .iter()
-            .map(|r| {
-                (
-                    r.param.as_str(),
-                    r.target_type.as_str(),
-                    r.target_id.as_str(),
-                )
-            })
-            .collect();
-        assert!(params.contains(&("patient", "Patient", "p1")));
-        assert!(params.contains(&("subject", "Patient", "p1")));
-        assert!(params.contains(&("encounter", "Encounter", "e1")));
+        let o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"}});
+        let rows = extract(&o);
+        for code in ["patient", "subject"] {
+            assert!(
+                rows.iter().any(|r| r.param == param_key("Observation", code)
+                    && matches!(&r.value, RowValue::Reference { target_id: Some(id), .. } if id == "p1")),
+                "{code}"
+            );
+        }
     }
 
     #[test]
     fn observation_subject_group_is_not_a_patient() {
-        let o = json!({"resourceType": "Observation", "subject": {"reference": "Group/g"}});
-        let e = extract(&o);
-        assert!(e.references.iter().all(|r| r.param != "patient"));
+        let o = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Group/g"}});
+        let rows = extract(&o);
+        assert!(
+            rows.iter()
+                .all(|r| r.param != param_key("Observation", "patient"))
+        );
     }
 }

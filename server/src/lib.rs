@@ -11,7 +11,8 @@
 //! - [`server`]: start-up (config, database, validator, listener, graceful shutdown).
 //! - [`mllp`]: HL7 v2 over MLLP — listener, processing into FHIR transactions, ACKs,
 //!   stored messages (`hl7_messages`), `mediflow hl7 …` and `bench mllp`.
-//! - [`import`]: the `mediflow import` command; [`bench`]: `mediflow bench`.
+//! - [`import`]: the `mediflow import` command; [`reindex`]: `mediflow reindex`;
+//!   [`bench`]: `mediflow bench`.
 
 pub mod bench;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod import;
 pub mod indexing;
 pub mod interaction;
 pub mod mllp;
+pub mod reindex;
 pub mod search;
 pub mod server;
 pub mod storage;

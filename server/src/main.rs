@@ -71,6 +71,25 @@ enum Command {
         /// No progress bar (for logs and CI).
         #[arg(long)]
         quiet: bool,
+        /// Write resources without search-index rows (faster); run `mediflow reindex`
+        /// afterwards. Direct database imports only.
+        #[arg(long, conflicts_with = "server")]
+        defer_index: bool,
+    },
+    /// Rebuild the search indexes of every resource (resumable; see docs/storage.md).
+    Reindex {
+        /// The database (default: the embedded SQLite file).
+        #[arg(long, env = "MEDIFLOW_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Resources per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Start over instead of resuming an interrupted run.
+        #[arg(long)]
+        restart: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Benchmarks: import throughput and read latency (see docs/performance/).
     Bench(mediflow::bench::BenchArgs),
@@ -138,6 +157,7 @@ async fn main() -> std::process::ExitCode {
             server,
             concurrency,
             quiet,
+            defer_index,
         } => {
             let target = match server {
                 Some(url) => mediflow::import::Target::Server(url),
@@ -145,11 +165,22 @@ async fn main() -> std::process::ExitCode {
                     database_url.unwrap_or_else(default_database_url),
                 ),
             };
-            match mediflow::import::run(&paths, target, concurrency, !quiet).await {
+            match mediflow::import::run(&paths, target, concurrency, !quiet, defer_index).await {
                 Ok(summary) if summary.failures.is_empty() => Ok(()),
                 Ok(_) => return std::process::ExitCode::from(1),
                 Err(e) => Err(e),
             }
+        }
+        Command::Reindex {
+            database_url,
+            batch,
+            restart,
+            quiet,
+        } => {
+            let url = database_url.unwrap_or_else(default_database_url);
+            mediflow::reindex::run(&url, batch, restart, !quiet)
+                .await
+                .map(|_| ())
         }
         Command::Bench(args) => mediflow::bench::run(args).await,
         Command::Hl7(command) => match mllp::admin::run(command).await {

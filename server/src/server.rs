@@ -38,6 +38,7 @@ pub async fn context(database_url: &str, base_url: String) -> StartResult<Contex
         store,
         validator,
         base_url: base_url.trim_end_matches('/').to_string(),
+        defer_index: false,
     })
 }
 
@@ -52,15 +53,22 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         .unwrap_or_else(|| format!("http://{}/fhir", config.listen));
     let ctx = context(&config.database_url, base_url.clone()).await?;
     tracing::info!(backend = ctx.store.backend(), database = %redact(&config.database_url), "database ready");
+    if ctx
+        .store
+        .index_state(crate::reindex::STALE_KEY)
+        .await?
+        .is_some()
+    {
+        tracing::warn!(
+            "search indexes do not cover every resource (an import with --defer-index, an \
+             interrupted reindex, or an upgrade): run `mediflow reindex`"
+        );
+    }
     // One shutdown signal for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mllp = match &config.mllp {
         Some(mllp_config) => {
-            let mllp_ctx = Context {
-                store: ctx.store.clone(),
-                validator: ctx.validator.clone(),
-                base_url: ctx.base_url.clone(),
-            };
+            let mllp_ctx = ctx.clone();
             let processor = Arc::new(crate::mllp::Processor::new(
                 mllp_ctx,
                 crate::mllp::mapping::config(mllp_config.auto_create_patients),

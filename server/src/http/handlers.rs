@@ -366,7 +366,76 @@ async fn run_search(
     let opts: Options = options(headers, &pairs);
     let query = search::parse_query(t, &pairs, opts.strict)?;
     let path_url = format!("{}/{t}", state.ctx.base_url);
-    let bundle = reads::search(&state.ctx, &query, &pairs, &path_url).await?;
+    let bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
+    Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
+}
+
+/// `GET /fhir?_type=…&…`: system-level search (R4 search.html#searchall).
+pub async fn search_system(
+    State(state): Shared,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    run_system_search(&state, pairs(&q), &headers).await
+}
+
+/// `POST /fhir/_search` with a form body.
+pub async fn search_system_post(
+    State(state): Shared,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let bytes = body_bytes(&state, &headers, body).await?;
+    let mut all = pairs(&q);
+    all.extend(url::form_urlencoded::parse(&bytes).into_owned());
+    run_system_search(&state, all, &headers).await
+}
+
+async fn run_system_search(
+    state: &AppState,
+    pairs: Vec<(String, String)>,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    let opts: Options = options(headers, &pairs);
+    let query = search::parse_system_query(&pairs, opts.strict)?;
+    let bundle =
+        interaction::search::search(&state.ctx, &query, &pairs, &state.ctx.base_url).await?;
+    Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
+}
+
+/// `GET /fhir/{compartment}/{id}/{type}`: compartment search (R4
+/// compartmentdefinition.html#search), and `GET /fhir/Patient/{id}/$everything`
+/// (R4 patient-operation-everything).
+pub async fn compartment_search(
+    State(state): Shared,
+    Path((compartment, id, t)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response> {
+    interaction::check_known_type(&compartment)?;
+    let pairs = pairs(&q);
+    let opts: Options = options(&headers, &pairs);
+    let path_url = format!("{}/{compartment}/{id}/{t}", state.ctx.base_url);
+    let query = if t == "$everything" {
+        if compartment != "Patient" {
+            return Err(ApiError::NotFound(format!(
+                "$everything is defined on Patient, not {compartment}"
+            )));
+        }
+        interaction::read::read(&state.ctx, "Patient", &id).await?;
+        interaction::search::everything_query(&id, &pairs)?
+    } else {
+        interaction::check_known_type(&t)?;
+        let mut query = search::parse_query(&t, &pairs, opts.strict)?;
+        let member =
+            interaction::search::compartment_param(&compartment, &id, &t).ok_or_else(|| {
+                ApiError::NotFound(format!("{t} is not in the {compartment} compartment"))
+            })?;
+        query.params.push(member);
+        query
+    };
+    let bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
     Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
 }
 

@@ -54,8 +54,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     use handlers::*;
     Router::new()
         .route("/fhir/metadata", with_405(get(capabilities)))
-        .route("/fhir", with_405(post(bundle)))
-        .route("/fhir/", with_405(post(bundle)))
+        .route("/fhir", with_405(get(search_system).post(bundle)))
+        .route("/fhir/", with_405(get(search_system).post(bundle)))
+        .route("/fhir/_search", with_405(post(search_system_post)))
         .route("/fhir/_history", with_405(get(history_system)))
         .route("/fhir/$hl7-messages", with_405(get(hl7_messages::list)))
         .route(
@@ -78,6 +79,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             with_405(get(history_instance)),
         )
         .route("/fhir/{res_type}/{id}/_history/{vid}", with_405(get(vread)))
+        .route(
+            "/fhir/{res_type}/{id}/{compartment_type}",
+            with_405(get(compartment_search)),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(middleware::from_fn(log_request))

@@ -1,9 +1,11 @@
 //! The CapabilityStatement (R4 capabilitystatement.html, http.html#capabilities), generated
 //! from the same registries the server runs on: the R4 resource types of
-//! `fhir_model::registry` and the search parameters of [`crate::search::SUPPORTED_PARAMS`].
+//! `fhir_model::registry` and every searchable R4 SearchParameter of
+//! `fhir_model::search::SearchParamRegistry` (the registry the indexer and parser use).
 //! Nothing here is a static file, so it cannot claim what the server does not do.
 
 use fhir_model::registry::R4Registry;
+use fhir_model::search::{SearchParamRegistry, SearchParamType};
 use serde_json::{Value, json};
 
 use crate::clock;
@@ -25,19 +27,16 @@ pub fn capability_statement(base_url: &str) -> Value {
     let resources: Vec<Value> = R4Registry::get()
         .resource_types()
         .map(|t| {
-            let params: Vec<Value> = crate::search::SUPPORTED_PARAMS
-                .iter()
-                .filter(|p| (p.applies_to)(t))
+            let params: Vec<Value> = SearchParamRegistry::get()
+                .params_for(t)
+                .filter(|p| p.kind != SearchParamType::Special)
                 .map(|p| {
-                    let mut sp = json!({
+                    json!({
                         "name": p.code,
+                        "definition": p.url,
                         "type": p.kind.code(),
-                        "documentation": p.documentation,
-                    });
-                    if let Some(def) = definition(p.code) {
-                        sp["definition"] = json!(def);
-                    }
-                    sp
+                        "documentation": p.description,
+                    })
                 })
                 .collect();
             json!({
@@ -76,14 +75,4 @@ pub fn capability_statement(base_url: &str) -> Value {
             ],
         }],
     })
-}
-
-/// The canonical URL of the core SearchParameter for the parameters common to all
-/// resources (R4 search-parameters.json `Resource-id`, `Resource-lastUpdated`).
-fn definition(code: &str) -> Option<&'static str> {
-    match code {
-        "_id" => Some("http://hl7.org/fhir/SearchParameter/Resource-id"),
-        "_lastUpdated" => Some("http://hl7.org/fhir/SearchParameter/Resource-lastUpdated"),
-        _ => None,
-    }
 }

@@ -2,7 +2,8 @@
 //!
 //! - this module: the write primitives shared by single interactions and Bundles
 //!   ([`create`], [`update`], [`delete`], conditional lookups) and request-body parsing;
-//! - [`read`]: read, vread, history and search results as FHIR Bundles;
+//! - [`read`]: read, vread and history;
+//! - [`search`]: search results as `searchset` Bundles, compartments, `$everything`;
 //! - [`bundle`]: `transaction` and `batch` Bundles (R4 http.html#transaction);
 //! - [`capability`]: the CapabilityStatement, generated from the registries.
 //!
@@ -13,6 +14,7 @@ pub mod bundle;
 pub mod capability;
 pub mod merge;
 pub mod read;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -23,10 +25,11 @@ use serde_json::{Map, Value};
 use crate::clock;
 use crate::error::ApiError;
 use crate::indexing;
-use crate::search::{self, SearchQuery};
+use crate::search::SearchQuery;
 use crate::storage::{CurrentVersion, NewVersion, Store, StoreError, StoreTx};
 
 /// What every interaction needs: the store, the validator and the public base URL.
+#[derive(Clone)]
 pub struct Context {
     /// The database.
     pub store: Arc<dyn Store>,
@@ -35,6 +38,9 @@ pub struct Context {
     /// The FHIR base URL as clients see it, without a trailing slash
     /// (e.g. `http://127.0.0.1:8080/fhir`); used in `Location` and `fullUrl`.
     pub base_url: String,
+    /// Write resources without search-index rows (`import --defer-index`; a later
+    /// `mediflow reindex` builds them).
+    pub defer_index: bool,
 }
 
 /// The result of a write: the version now current.
@@ -202,7 +208,11 @@ fn prepare(
             last_updated: now,
             method,
             content: Some(content.clone()),
-            index: indexing::extract(&value),
+            index: if ctx.defer_index {
+                Vec::new()
+            } else {
+                indexing::extract(&value)
+            },
             fresh: method == "POST",
         },
         written: Written {
@@ -333,7 +343,7 @@ pub fn conditional_query(res_type: &str, criteria: &str) -> Result<SearchQuery, 
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(criteria.as_bytes())
         .into_owned()
         .collect();
-    let query = search::parse_query(res_type, &pairs, true)?;
+    let query = crate::search::parse_query(res_type, &pairs, true)?;
     if query.params.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "conditional interaction on {res_type} needs search criteria, got '{criteria}'"

@@ -1,13 +1,12 @@
-//! Read-side interactions: read, vread (R4 http.html#read, #vread), history
-//! (http.html#history, Bundle type `history`) and search (search.html, Bundle type
-//! `searchset`).
+//! Read-side interactions: read, vread (R4 http.html#read, #vread) and history
+//! (http.html#history, Bundle type `history`). Search is in [`super::search`].
 
 use serde_json::{Value, json};
 
 use super::Context;
 use crate::clock;
 use crate::error::ApiError;
-use crate::search::{CURSOR_PARAM, SearchQuery};
+use crate::search::CURSOR_PARAM;
 use crate::storage::{HistoryQuery, StoreError, StoredVersion};
 
 /// Read: the current version. 404 if it never existed, 410 if deleted.
@@ -100,67 +99,6 @@ pub async fn history(ctx: &Context, q: &HistoryQuery, self_url: &str) -> Result<
         let sep = if self_url.contains('?') { '&' } else { '?' };
         links.push(json!({"relation": "next", "url": format!("{self_url}{sep}{CURSOR_PARAM}={}", last.seq)}));
     }
-    bundle["link"] = Value::Array(links);
-    bundle["entry"] = Value::Array(entries);
-    Ok(bundle)
-}
-
-/// Search as a Bundle of type `searchset` (R4 search.html#return): matches in id order,
-/// `search.mode = match`; ignored parameters reported in an OperationOutcome entry with
-/// `search.mode = outcome`; `self` and `next` links.
-/// `pairs` are the request's parameters (to rebuild links), `path_url` is `[base]/Type`.
-pub async fn search(
-    ctx: &Context,
-    q: &SearchQuery,
-    pairs: &[(String, String)],
-    path_url: &str,
-) -> Result<Value, ApiError> {
-    let page = ctx.store.search(q).await?;
-    let mut entries = Vec::with_capacity(page.matches.len() + 1);
-    for v in &page.matches {
-        entries.push(json!({
-            "fullUrl": format!("{}/{}/{}", ctx.base_url, v.res_type, v.id),
-            "resource": content_json(v)?,
-            "search": {"mode": "match"},
-        }));
-    }
-    if !q.ignored.is_empty() {
-        entries.push(json!({
-            "resource": {
-                "resourceType": "OperationOutcome",
-                "issue": q.ignored.iter().map(|p| json!({
-                    "severity": "warning",
-                    "code": "not-supported",
-                    "diagnostics": format!("search parameter '{p}' is not supported on {} and was ignored", q.res_type),
-                })).collect::<Vec<_>>(),
-            },
-            "search": {"mode": "outcome"},
-        }));
-    }
-    let kept: Vec<&(String, String)> = pairs.iter().filter(|(k, _)| k != CURSOR_PARAM).collect();
-    let encode = |extra: Option<(&str, &str)>| {
-        let mut ser = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &kept {
-            ser.append_pair(k, v);
-        }
-        if let Some((k, v)) = extra {
-            ser.append_pair(k, v);
-        }
-        let qs = ser.finish();
-        if qs.is_empty() {
-            path_url.to_string()
-        } else {
-            format!("{path_url}?{qs}")
-        }
-    };
-    let self_cursor = q.after_id.as_deref().map(|c| (CURSOR_PARAM, c));
-    let mut links = vec![json!({"relation": "self", "url": encode(self_cursor)})];
-    if page.has_more
-        && let Some(last) = page.matches.last()
-    {
-        links.push(json!({"relation": "next", "url": encode(Some((CURSOR_PARAM, &last.id)))}));
-    }
-    let mut bundle = bundle_shell("searchset");
     bundle["link"] = Value::Array(links);
     bundle["entry"] = Value::Array(entries);
     Ok(bundle)

@@ -16,14 +16,39 @@ macro_rules! impl_store_tx {
                     return Ok(());
                 }
                 let queue = std::mem::take(&mut self.queue);
-                for stmt in sql::flush_statements(D, &queue) {
-                    query(stmt).execute(&mut *self.tx).await.map_err(|e| {
-                        if is_unique_violation(&e) {
-                            StoreError::VersionConflict(describe(&queue))
-                        } else {
-                            StoreError::Database(e)
-                        }
-                    })?;
+                let conflict = |e: sqlx::Error| {
+                    if is_unique_violation(&e) {
+                        StoreError::VersionConflict(describe(&queue))
+                    } else {
+                        StoreError::Database(e)
+                    }
+                };
+                let (versions, upserts) = sql::version_statements(D, &queue);
+                for stmt in versions {
+                    query(stmt)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(&conflict)?;
+                }
+                let mut rids = HashMap::with_capacity(queue.len());
+                for stmt in upserts {
+                    for row in query(stmt)
+                        .fetch_all(&mut *self.tx)
+                        .await
+                        .map_err(&conflict)?
+                    {
+                        rids.insert(
+                            (row.try_get("res_type")?, row.try_get("id")?),
+                            row.try_get::<i64, _>("rid")?,
+                        );
+                    }
+                }
+                let last = sql::last_versions(&queue);
+                for stmt in sql::index_statements(D, &last, &rids) {
+                    query(stmt)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(&conflict)?;
                 }
                 Ok(())
             }
@@ -55,7 +80,14 @@ macro_rules! impl_store_tx {
                 for chunk in keys.chunks(sql::CHUNK) {
                     let rows = query(sql::current_versions(D, chunk))
                         .fetch_all(&mut *self.tx)
-                        .await?;
+                        .await
+                        .map_err(|e| {
+                            if is_unique_violation(&e) {
+                                StoreError::VersionConflict("locked rows".to_string())
+                            } else {
+                                StoreError::Database(e)
+                            }
+                        })?;
                     for row in rows {
                         out.insert(
                             (row.try_get("res_type")?, row.try_get("id")?),
@@ -87,7 +119,7 @@ macro_rules! impl_store_tx {
                 limit: usize,
             ) -> Result<Vec<String>, StoreError> {
                 self.flush().await?;
-                let rows = query(sql::search(D, q, true, limit))
+                let rows = query(search_sql::search(D, q, search_sql::Select::Ids, limit))
                     .fetch_all(&mut *self.tx)
                     .await?;
                 Ok(rows
@@ -115,7 +147,7 @@ macro_rules! impl_store_tx {
                             row.try_get("res_type")?,
                             row.try_get("param")?,
                             row.try_get("system")?,
-                            row.try_get("value")?,
+                            row.try_get("code")?,
                             row.try_get("id")?,
                         ));
                     }
@@ -207,14 +239,141 @@ macro_rules! impl_store {
             }
 
             async fn search(&self, q: &SearchQuery) -> Result<SearchPage, StoreError> {
-                let rows = query(sql::search(D, q, false, q.count + 1))
-                    .fetch_all(self.read_pool())
-                    .await?;
-                let mut matches: Vec<StoredVersion> =
-                    rows.iter().map(to_version).collect::<Result<_, _>>()?;
+                let rows = query(search_sql::search(
+                    D,
+                    q,
+                    search_sql::Select::Rows,
+                    q.count + 1,
+                ))
+                .fetch_all(self.read_pool())
+                .await?;
+                let mut matches = Vec::with_capacity(rows.len());
+                let mut sort_values = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    matches.push(to_version(row)?);
+                    let mut values = Vec::with_capacity(q.sort.len());
+                    for (i, key) in q.sort.iter().enumerate() {
+                        let col = format!("s{i}");
+                        let v = match search_sql::sort_value_kind(&key.by) {
+                            search_sql::SortValueKind::Text => row
+                                .try_get::<Option<String>, _>(col.as_str())?
+                                .map(serde_json::Value::from),
+                            search_sql::SortValueKind::Int => row
+                                .try_get::<Option<i64>, _>(col.as_str())?
+                                .map(serde_json::Value::from),
+                            search_sql::SortValueKind::Float => row
+                                .try_get::<Option<f64>, _>(col.as_str())?
+                                .map(serde_json::Value::from),
+                        };
+                        values.push(v.unwrap_or(serde_json::Value::Null));
+                    }
+                    sort_values.push(values);
+                }
                 let has_more = matches.len() > q.count;
                 matches.truncate(q.count);
-                Ok(SearchPage { matches, has_more })
+                sort_values.truncate(q.count);
+                if q.cursor.as_ref().is_some_and(|c| c.backward) {
+                    matches.reverse();
+                    sort_values.reverse();
+                }
+                Ok(SearchPage {
+                    matches,
+                    sort_values,
+                    has_more,
+                })
+            }
+
+            async fn count(&self, q: &SearchQuery) -> Result<i64, StoreError> {
+                let row = query(search_sql::count(D, q))
+                    .fetch_one(self.read_pool())
+                    .await?;
+                Ok(row.try_get("n")?)
+            }
+
+            async fn include(
+                &self,
+                include: &crate::search::Include,
+                from: &[ResourceKey],
+                limit: usize,
+            ) -> Result<Vec<StoredVersion>, StoreError> {
+                let mut out = Vec::new();
+                for chunk in from.chunks(sql::CHUNK) {
+                    let rows = query(search_sql::include(D, include, chunk, limit))
+                        .fetch_all(self.read_pool())
+                        .await?;
+                    for row in &rows {
+                        out.push(to_version(row)?);
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn current_after(
+                &self,
+                after_seq: i64,
+                limit: usize,
+            ) -> Result<Vec<StoredVersion>, StoreError> {
+                let rows = query(sql::current_after(D, after_seq, limit))
+                    .fetch_all(self.read_pool())
+                    .await?;
+                Ok(rows.iter().map(to_version).collect::<Result<_, _>>()?)
+            }
+
+            async fn replace_index(
+                &self,
+                rows: &[(ResourceKey, Vec<super::IndexRow>)],
+            ) -> Result<(), StoreError> {
+                let mut tx = self.begin_tx().await?;
+                let mut rids = HashMap::with_capacity(rows.len());
+                for chunk in rows.chunks(sql::CHUNK) {
+                    let keys: Vec<ResourceKey> = chunk.iter().map(|(k, _)| k.clone()).collect();
+                    for row in query(sql::rids(D, &keys)).fetch_all(&mut *tx).await? {
+                        rids.insert(
+                            (row.try_get("res_type")?, row.try_get("id")?),
+                            row.try_get::<i64, _>("rid")?,
+                        );
+                    }
+                }
+                let versions: Vec<NewVersion> = rows
+                    .iter()
+                    .map(|((t, id), index)| NewVersion {
+                        res_type: t.clone(),
+                        id: id.clone(),
+                        version_id: 0,
+                        last_updated: 0,
+                        method: "PUT",
+                        content: None,
+                        index: index.clone(),
+                        fresh: false,
+                    })
+                    .collect();
+                let refs: Vec<&NewVersion> = versions.iter().collect();
+                for stmt in sql::index_statements(D, &refs, &rids) {
+                    query(stmt).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn index_state(&self, key: &str) -> Result<Option<String>, StoreError> {
+                let row = query(sql::index_state(D, key))
+                    .fetch_optional(self.read_pool())
+                    .await?;
+                Ok(row.map(|r| r.try_get("value")).transpose()?)
+            }
+
+            async fn set_index_state(
+                &self,
+                key: &str,
+                value: Option<&str>,
+            ) -> Result<(), StoreError> {
+                query(sql::set_index_state(D, key, value))
+                    .execute(self.write_pool())
+                    .await?;
+                Ok(())
             }
 
             async fn hl7_insert(
@@ -264,6 +423,9 @@ macro_rules! impl_sql_helpers {
                     Bind::Text(s) => q.bind(s),
                     Bind::OptText(s) | Bind::Json(s) => q.bind(s),
                     Bind::Int(i) => q.bind(i),
+                    Bind::OptInt(i) => q.bind(i),
+                    Bind::Float(f) => q.bind(f),
+                    Bind::OptFloat(f) => q.bind(f),
                     Bind::Bool(b) => q.bind(b),
                 };
             }

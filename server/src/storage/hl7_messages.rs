@@ -251,6 +251,9 @@ macro_rules! backend_fns {
                         Bind::Text(s) => q.bind(s),
                         Bind::OptText(s) | Bind::Json(s) => q.bind(s),
                         Bind::Int(i) => q.bind(i),
+                        Bind::OptInt(i) => q.bind(i),
+                        Bind::Float(f) => q.bind(f),
+                        Bind::OptFloat(f) => q.bind(f),
                         Bind::Bool(b) => q.bind(b),
                     };
                 }

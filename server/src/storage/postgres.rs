@@ -12,6 +12,7 @@ use sqlx::postgres::{PgArguments, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Row, Transaction};
 
 use super::hl7_messages;
+use super::search_sql;
 use super::sql::{self, Bind, Dialect, Sql};
 use super::sqlite::{describe, is_unique_violation};
 use super::{

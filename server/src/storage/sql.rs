@@ -6,8 +6,8 @@
 //! every value goes through [`Bind`]. Parameter names, resource types and column names come
 //! from our own typed [`SearchParam`] enum, never from the request.
 
-use crate::search::{DateBound, DatePrefix, SearchParam, SearchQuery, TokenMatch, TokenSystem};
-use crate::storage::{HistoryQuery, NewVersion, ReferenceIndex};
+use crate::search::IndexTable;
+use crate::storage::{HistoryQuery, IndexRow, NewVersion, RowValue};
 
 /// The SQL flavour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub enum Bind {
     Text(String),
     OptText(Option<String>),
     Int(i64),
+    OptInt(Option<i64>),
+    Float(f64),
+    OptFloat(Option<f64>),
     Bool(bool),
     /// JSON text for a JSONB column (cast with `::jsonb` on PostgreSQL).
     Json(Option<String>),
@@ -108,7 +111,7 @@ impl Sql {
 }
 
 /// Columns of a [`crate::storage::StoredVersion`] read from `resource_versions v`.
-fn version_columns(dialect: Dialect) -> &'static str {
+pub(super) fn version_columns(dialect: Dialect) -> &'static str {
     match dialect {
         Dialect::Sqlite => {
             "v.res_type, v.id, v.version_id, v.last_updated, v.method, v.deleted, v.content, v.seq"
@@ -188,190 +191,114 @@ pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
     sql
 }
 
-/// Current resources whose `patient`/`subject`/`encounter` index rows point at
-/// `target_type/target_id`, as `(res_type, id)` (for moving references, e.g. an HL7 A40
-/// merge). Uses `search_reference_lookup` through its leading `param` column.
+/// Current resources holding a reference to `target_type/target_id` in any indexed
+/// reference parameter, as `(res_type, id)` (for moving references, e.g. an HL7 A40
+/// merge). Uses `search_reference_target`.
 pub fn referencing(dialect: Dialect, target_type: &str, target_id: &str) -> Sql {
     let mut sql = Sql::new(
         dialect,
-        "SELECT DISTINCT x.res_type, x.id FROM search_reference x WHERE x.param IN \
-         ('patient', 'subject', 'encounter') AND x.target_id = ",
+        "SELECT DISTINCT r.res_type, r.id FROM search_reference x \
+         JOIN resources r ON r.rid = x.rid WHERE x.target_id = ",
     );
     sql.bind(Bind::Text(target_id.to_string()))
         .push(" AND x.target_type = ")
         .bind(Bind::Text(target_type.to_string()))
-        .push(" ORDER BY x.res_type, x.id");
-    sql
-}
-
-/// Search over current, non-deleted resources: full rows (`ids_only = false`) or ids.
-/// Ordered by id, keyset-paged by `query.after_id`; `limit` rows at most.
-pub fn search(dialect: Dialect, q: &SearchQuery, ids_only: bool, limit: usize) -> Sql {
-    let mut sql = Sql::new(dialect, "SELECT ");
-    if ids_only {
-        sql.push("r.id FROM resources r");
-    } else {
-        sql.push(version_columns(dialect)).push(
-            " FROM resources r JOIN resource_versions v \
-             ON v.res_type = r.res_type AND v.id = r.id AND v.version_id = r.version_id",
-        );
-    }
-    sql.push(" WHERE r.res_type = ")
-        .bind(Bind::Text(q.res_type.clone()))
         .push(" AND r.deleted = ")
-        .bind(Bind::Bool(false));
-    for param in &q.params {
-        sql.push(" AND (");
-        push_param(&mut sql, &q.res_type, param);
-        sql.push(")");
-    }
-    if let Some(after) = &q.after_id {
-        sql.push(" AND r.id > ").bind(Bind::Text(after.clone()));
-    }
-    sql.push(" ORDER BY r.id LIMIT ")
-        .bind(Bind::Int(limit as i64));
+        .bind(Bind::Bool(false))
+        .push(" ORDER BY r.res_type, r.id");
     sql
 }
 
 /// The token lookups of several simple conditional criteria in one statement (see
-/// [`crate::storage::TokenBatch`]): rows `(res_type, param, system, value, id)` of current,
-/// non-deleted resources holding any of the `(res_type, param, value)` tokens. A `UNION ALL`
-/// of one index lookup per token, so the planner cannot pick a scan of the whole table (as
-/// PostgreSQL did for the equivalent `OR`). At most [`TOKEN_LOOKUP_CHUNK`] tokens.
-pub fn token_lookup(dialect: Dialect, wanted: &[(&str, &str, &str)]) -> Sql {
+/// [`crate::storage::TokenBatch`]): rows `(res_type, param, system, code, id)` of current,
+/// non-deleted resources holding any of the `(res_type, param key, code)` tokens. A `UNION
+/// ALL` of one index lookup per token, so the planner cannot pick a scan of the whole table
+/// (as PostgreSQL did for the equivalent `OR`). At most [`TOKEN_LOOKUP_CHUNK`] tokens.
+pub fn token_lookup(dialect: Dialect, wanted: &[(&str, i64, &str)]) -> Sql {
     let mut sql = Sql::new(dialect, "");
-    for (i, (res_type, param, value)) in wanted.iter().enumerate() {
+    for (i, (res_type, param, code)) in wanted.iter().enumerate() {
         if i > 0 {
             sql.push(" UNION ALL ");
         }
         sql.push(
-            "SELECT t.res_type, t.param, t.system, t.value, t.id FROM search_token t \
-             JOIN resources r ON r.res_type = t.res_type AND r.id = t.id WHERE r.deleted = ",
+            "SELECT r.res_type, t.param, t.system, t.code, r.id FROM search_token t \
+             JOIN resources r ON r.rid = t.rid WHERE t.param = ",
         )
-        .bind(Bind::Bool(false))
-        .push(" AND t.res_type = ")
+        .bind(Bind::Int(*param))
+        .push(" AND t.code = ")
+        .bind(Bind::Text(code.to_string()))
+        .push(" AND r.res_type = ")
         .bind(Bind::Text(res_type.to_string()))
-        .push(" AND t.param = ")
-        .bind(Bind::Text(param.to_string()))
-        .push(" AND t.value = ")
-        .bind(Bind::Text(value.to_string()));
+        .push(" AND r.deleted = ")
+        .bind(Bind::Bool(false));
     }
     sql
+}
+
+/// Current, non-deleted versions written after `after_seq`, oldest first (reindex).
+pub fn current_after(dialect: Dialect, after_seq: i64, limit: usize) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT ");
+    sql.push(version_columns(dialect)).push(
+        " FROM resource_versions v JOIN resources r ON r.res_type = v.res_type \
+         AND r.id = v.id AND r.version_id = v.version_id WHERE v.seq > ",
+    );
+    sql.bind(Bind::Int(after_seq))
+        .push(" AND r.deleted = ")
+        .bind(Bind::Bool(false))
+        .push(" ORDER BY v.seq LIMIT ")
+        .bind(Bind::Int(limit as i64));
+    sql
+}
+
+/// `(res_type, id, rid)` of the given resources.
+pub fn rids(dialect: Dialect, keys: &[(String, String)]) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT res_type, id, rid FROM resources WHERE ");
+    for (i, (t, id)) in keys.iter().enumerate() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(res_type = ")
+            .bind(Bind::Text(t.clone()))
+            .push(" AND id = ")
+            .bind(Bind::Text(id.clone()))
+            .push(")");
+    }
+    sql
+}
+
+/// One value of `search_index_state`.
+pub fn index_state(dialect: Dialect, key: &str) -> Sql {
+    let mut sql = Sql::new(dialect, "SELECT value FROM search_index_state WHERE key = ");
+    sql.bind(Bind::Text(key.to_string()));
+    sql
+}
+
+/// Sets or removes one value of `search_index_state`.
+pub fn set_index_state(dialect: Dialect, key: &str, value: Option<&str>) -> Sql {
+    match value {
+        Some(v) => {
+            let mut sql = Sql::new(
+                dialect,
+                "INSERT INTO search_index_state (key, value) VALUES (",
+            );
+            sql.bind(Bind::Text(key.to_string()))
+                .push(", ")
+                .bind(Bind::Text(v.to_string()))
+                .push(") ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+            sql
+        }
+        None => {
+            let mut sql = Sql::new(dialect, "DELETE FROM search_index_state WHERE key = ");
+            sql.bind(Bind::Text(key.to_string()));
+            sql
+        }
+    }
 }
 
 /// Tokens per [`token_lookup`] statement (SQLite allows 500 terms in a compound SELECT).
 pub const TOKEN_LOOKUP_CHUNK: usize = 200;
 
-/// One search parameter occurrence: its values are ORed (R4 search.html#combining).
-fn push_param(sql: &mut Sql, res_type: &str, param: &SearchParam) {
-    match param {
-        SearchParam::Id(ids) => {
-            sql.push("r.id IN (");
-            for (i, id) in ids.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                sql.bind(Bind::Text(id.clone()));
-            }
-            sql.push(")");
-        }
-        SearchParam::LastUpdated(bounds) => {
-            for (i, b) in bounds.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_date_point(sql, "r.last_updated", b);
-            }
-        }
-        SearchParam::Reference { code, values } => {
-            // Driven by the index: `r.id IN (…)` lets the planner start from
-            // search_reference_lookup instead of scanning every resource of the type.
-            sql.push("r.id IN (SELECT x.id FROM search_reference x WHERE x.res_type = ")
-                .bind(Bind::Text(res_type.to_string()))
-                .push(" AND x.param = ")
-                .bind(Bind::Text(code.as_str().to_string()))
-                .push(" AND (");
-            for (i, m) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                sql.push("(x.target_id = ").bind(Bind::Text(m.id.clone()));
-                if let Some(t) = &m.target_type {
-                    sql.push(" AND x.target_type = ")
-                        .bind(Bind::Text(t.clone()));
-                }
-                sql.push(")");
-            }
-            sql.push("))");
-        }
-        SearchParam::Token { code, values } => {
-            sql.push("r.id IN (SELECT t.id FROM search_token t WHERE t.res_type = ")
-                .bind(Bind::Text(res_type.to_string()))
-                .push(" AND t.param = ")
-                .bind(Bind::Text(code.as_str().to_string()))
-                .push(" AND (");
-            for (i, m) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                push_token(sql, m);
-            }
-            sql.push("))");
-        }
-    }
-}
-
-fn push_token(sql: &mut Sql, m: &TokenMatch) {
-    sql.push("(1 = 1");
-    match &m.system {
-        TokenSystem::Any => {}
-        TokenSystem::None => {
-            sql.push(" AND t.system IS NULL");
-        }
-        TokenSystem::Is(s) => {
-            sql.push(" AND t.system = ").bind(Bind::Text(s.clone()));
-        }
-    }
-    if let Some(v) = &m.value {
-        sql.push(" AND t.value = ").bind(Bind::Text(v.clone()));
-    }
-    sql.push(")");
-}
-
-/// A date comparison against a point-in-time column (R4 search.html#prefix): the column
-/// holds one instant, the parameter a range `[low, high)` given by its precision.
-fn push_date_point(sql: &mut Sql, column: &str, b: &DateBound) {
-    let (low, high) = (b.low, b.high);
-    let cmp = |sql: &mut Sql, op: &str, v: i64| {
-        sql.push(column).push(op).bind(Bind::Int(v));
-    };
-    sql.push("(");
-    match b.prefix {
-        DatePrefix::Eq => {
-            cmp(sql, " >= ", low);
-            sql.push(" AND ");
-            cmp(sql, " < ", high);
-        }
-        DatePrefix::Ne => {
-            cmp(sql, " < ", low);
-            sql.push(" OR ");
-            cmp(sql, " >= ", high);
-        }
-        DatePrefix::Gt | DatePrefix::Sa => cmp(sql, " >= ", high),
-        DatePrefix::Lt | DatePrefix::Eb => cmp(sql, " < ", low),
-        DatePrefix::Ge => cmp(sql, " >= ", low),
-        DatePrefix::Le => cmp(sql, " < ", high),
-        DatePrefix::Ap => {
-            let margin = b.approx_margin;
-            cmp(sql, " >= ", low - margin);
-            sql.push(" AND ");
-            cmp(sql, " < ", high + margin);
-        }
-    }
-    sql.push(")");
-}
-
-/// Rows per multi-row INSERT (7 binds a row keeps well under both backends' limits).
+/// Rows per multi-row INSERT (at most 9 binds a row keeps well under both backends' limits).
 pub const CHUNK: usize = 500;
 
 /// Multi-row insert of versions into `resource_versions`.
@@ -395,7 +322,8 @@ pub fn insert_versions(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
     sql
 }
 
-/// Multi-row upsert of the current-version pointers. Keys must be distinct.
+/// Multi-row upsert of the current-version pointers, returning `(res_type, id, rid)` of
+/// each. Keys must be distinct.
 pub fn upsert_current(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
     let mut sql = Sql::new(
         dialect,
@@ -412,55 +340,101 @@ pub fn upsert_current(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
     });
     sql.push(
         " ON CONFLICT (res_type, id) DO UPDATE SET version_id = excluded.version_id, \
-         last_updated = excluded.last_updated, deleted = excluded.deleted",
+         last_updated = excluded.last_updated, deleted = excluded.deleted \
+         RETURNING res_type, id, rid",
     );
     sql
 }
 
-/// Deletes the index rows of the given resources (before their new rows are written).
-pub fn delete_index_rows(dialect: Dialect, table: &str, keys: &[(&str, &str)]) -> Sql {
+/// Deletes the index rows of the resources `rids` from one table.
+pub fn delete_index_rows(dialect: Dialect, table: IndexTable, rids: &[i64]) -> Sql {
     let mut sql = Sql::new(dialect, "DELETE FROM ");
-    sql.push(table).push(" WHERE ");
-    for (i, (t, id)) in keys.iter().enumerate() {
+    sql.push(table.table()).push(" WHERE rid IN (");
+    for (i, rid) in rids.iter().enumerate() {
         if i > 0 {
-            sql.push(" OR ");
+            sql.push(", ");
         }
-        sql.push("(res_type = ")
-            .bind(Bind::Text(t.to_string()))
-            .push(" AND id = ")
-            .bind(Bind::Text(id.to_string()))
-            .push(")");
+        sql.bind(Bind::Int(*rid));
     }
+    sql.push(")");
     sql
 }
 
-/// Multi-row insert of token index rows: `(res_type, id, param, system, value)`.
-pub fn insert_tokens(dialect: Dialect, rows: &[(&str, &str, &crate::storage::TokenIndex)]) -> Sql {
-    let mut sql = Sql::new(
-        dialect,
-        "INSERT INTO search_token (res_type, id, param, system, value) VALUES ",
-    );
-    sql.rows(rows, |(t, id, tok)| {
-        vec![
-            Bind::Text(t.to_string()),
-            Bind::Text(id.to_string()),
-            Bind::Text(tok.param.clone()),
-            Bind::OptText(tok.system.clone()),
-            Bind::OptText(tok.value.clone()),
-        ]
+/// The table an index row goes to.
+pub fn table_of_row(row: &RowValue) -> IndexTable {
+    match row {
+        RowValue::String { .. } => IndexTable::String,
+        RowValue::Token { .. } => IndexTable::Token,
+        RowValue::Date { .. } => IndexTable::Date,
+        RowValue::Number(_) => IndexTable::Number,
+        RowValue::Quantity { .. } => IndexTable::Quantity,
+        RowValue::Uri(_) => IndexTable::Uri,
+        RowValue::Reference { .. } => IndexTable::Reference,
+    }
+}
+
+/// Multi-row insert of index rows `(rid, row)` that all belong to `table`.
+pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &IndexRow)]) -> Sql {
+    let columns = match table {
+        IndexTable::String => "rid, param, grp, value, exact",
+        IndexTable::Token => "rid, param, grp, system, code",
+        IndexTable::Date => "rid, param, grp, low, high",
+        IndexTable::Number => "rid, param, grp, value",
+        IndexTable::Quantity => "rid, param, grp, value, system, code, canon_value, canon_code",
+        IndexTable::Uri => "rid, param, grp, value",
+        IndexTable::Reference => "rid, param, grp, target_type, target_id, url",
+    };
+    let mut sql = Sql::new(dialect, "INSERT INTO ");
+    sql.push(table.table())
+        .push(" (")
+        .push(columns)
+        .push(") VALUES ");
+    sql.rows(rows, |(rid, row)| {
+        let mut binds = vec![Bind::Int(*rid), Bind::Int(row.param), Bind::OptInt(row.grp)];
+        match &row.value {
+            RowValue::String { value, exact } => {
+                binds.push(Bind::Text(value.clone()));
+                binds.push(Bind::Text(exact.clone()));
+            }
+            RowValue::Token { system, code } => {
+                binds.push(Bind::OptText(system.clone()));
+                binds.push(Bind::OptText(code.clone()));
+            }
+            RowValue::Date { low, high } => {
+                binds.push(Bind::Int(*low));
+                binds.push(Bind::Int(*high));
+            }
+            RowValue::Number(v) => binds.push(Bind::Float(*v)),
+            RowValue::Quantity {
+                value,
+                system,
+                code,
+                canonical,
+            } => {
+                binds.push(Bind::Float(*value));
+                binds.push(Bind::OptText(system.clone()));
+                binds.push(Bind::OptText(code.clone()));
+                binds.push(Bind::OptFloat(canonical.as_ref().map(|c| c.0)));
+                binds.push(Bind::OptText(canonical.as_ref().map(|c| c.1.clone())));
+            }
+            RowValue::Uri(v) => binds.push(Bind::Text(v.clone())),
+            RowValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => {
+                binds.push(Bind::OptText(target_type.clone()));
+                binds.push(Bind::OptText(target_id.clone()));
+                binds.push(Bind::OptText(url.clone()));
+            }
+        }
+        binds
     });
     sql
 }
 
-/// The statements that flush queued versions, in order: versions, current pointers, old
-/// index rows, new index rows. Several statements per kind when over [`CHUNK`] rows.
-pub fn flush_statements(dialect: Dialect, queue: &[NewVersion]) -> Vec<Sql> {
-    let mut out = Vec::new();
-    let all: Vec<&NewVersion> = queue.iter().collect();
-    for chunk in all.chunks(CHUNK) {
-        out.push(insert_versions(dialect, chunk));
-    }
-    // The last queued version of each resource wins the current pointer.
+/// The last queued version of each resource (it wins the current pointer), in queue order.
+pub fn last_versions(queue: &[NewVersion]) -> Vec<&NewVersion> {
     let mut last: Vec<&NewVersion> = Vec::with_capacity(queue.len());
     let mut seen = std::collections::HashSet::new();
     for v in queue.iter().rev() {
@@ -469,61 +443,57 @@ pub fn flush_statements(dialect: Dialect, queue: &[NewVersion]) -> Vec<Sql> {
         }
     }
     last.reverse();
-    for chunk in last.chunks(CHUNK) {
-        out.push(upsert_current(dialect, chunk));
-    }
-    let stale: Vec<(&str, &str)> = last
-        .iter()
-        .filter(|v| !v.fresh)
-        .map(|v| (v.res_type.as_str(), v.id.as_str()))
-        .collect();
-    for chunk in stale.chunks(CHUNK) {
-        out.push(delete_index_rows(dialect, "search_token", chunk));
-        out.push(delete_index_rows(dialect, "search_reference", chunk));
-    }
-    let tokens: Vec<(&str, &str, &crate::storage::TokenIndex)> = last
-        .iter()
-        .flat_map(|v| {
-            v.index
-                .tokens
-                .iter()
-                .map(move |t| (v.res_type.as_str(), v.id.as_str(), t))
-        })
-        .collect();
-    for chunk in tokens.chunks(CHUNK) {
-        out.push(insert_tokens(dialect, chunk));
-    }
-    let refs: Vec<(&str, &str, &ReferenceIndex)> = last
-        .iter()
-        .flat_map(|v| {
-            v.index
-                .references
-                .iter()
-                .map(move |x| (v.res_type.as_str(), v.id.as_str(), x))
-        })
-        .collect();
-    for chunk in refs.chunks(CHUNK) {
-        out.push(insert_references(dialect, chunk));
-    }
-    out
+    last
 }
 
-/// Multi-row insert of reference index rows: `(res_type, id, param, target_type, target_id)`.
-pub fn insert_references(dialect: Dialect, rows: &[(&str, &str, &ReferenceIndex)]) -> Sql {
-    let mut sql = Sql::new(
-        dialect,
-        "INSERT INTO search_reference (res_type, id, param, target_type, target_id) VALUES ",
-    );
-    sql.rows(rows, |(t, id, x)| {
-        vec![
-            Bind::Text(t.to_string()),
-            Bind::Text(id.to_string()),
-            Bind::Text(x.param.clone()),
-            Bind::Text(x.target_type.clone()),
-            Bind::Text(x.target_id.clone()),
-        ]
-    });
-    sql
+/// The statements that write queued versions: the version rows, then the current pointers
+/// (which return each resource's `rid`, needed by [`index_statements`]).
+pub fn version_statements(dialect: Dialect, queue: &[NewVersion]) -> (Vec<Sql>, Vec<Sql>) {
+    let all: Vec<&NewVersion> = queue.iter().collect();
+    let versions = all
+        .chunks(CHUNK)
+        .map(|c| insert_versions(dialect, c))
+        .collect();
+    let last = last_versions(queue);
+    let upserts = last
+        .chunks(CHUNK)
+        .map(|c| upsert_current(dialect, c))
+        .collect();
+    (versions, upserts)
+}
+
+/// The statements that replace the index rows of the written resources: deletes of the old
+/// rows (for resources that existed before), then multi-row inserts per table. `rid` maps
+/// `(res_type, id)` to `resources.rid`.
+pub fn index_statements(
+    dialect: Dialect,
+    last: &[&NewVersion],
+    rid: &std::collections::HashMap<(String, String), i64>,
+) -> Vec<Sql> {
+    let mut out = Vec::new();
+    let key = |v: &NewVersion| rid.get(&(v.res_type.clone(), v.id.clone())).copied();
+    let stale: Vec<i64> = last
+        .iter()
+        .filter(|v| !v.fresh)
+        .filter_map(|v| key(v))
+        .collect();
+    for chunk in stale.chunks(CHUNK) {
+        for table in IndexTable::ALL {
+            out.push(delete_index_rows(dialect, table, chunk));
+        }
+    }
+    for table in IndexTable::ALL {
+        let rows: Vec<(i64, &IndexRow)> = last
+            .iter()
+            .filter_map(|v| key(v).map(|r| (r, v)))
+            .flat_map(|(r, v)| v.index.iter().map(move |row| (r, row)))
+            .filter(|(_, row)| table_of_row(&row.value) == table)
+            .collect();
+        for chunk in rows.chunks(CHUNK) {
+            out.push(insert_index_rows(dialect, table, chunk));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

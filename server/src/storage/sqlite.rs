@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqlitePool, Transaction};
 
 use super::hl7_messages;
+use super::search_sql;
 use super::sql::{self, Bind, Dialect, Sql};
 use super::{
     CurrentVersion, HistoryQuery, NewVersion, ResourceKey, SearchPage, Store, StoreError, StoreTx,
@@ -95,8 +96,12 @@ pub(super) fn describe(queue: &[NewVersion]) -> String {
     }
 }
 
+/// Whether `e` means "another transaction got there first; run it again": a unique
+/// violation on a version key, or (PostgreSQL) a deadlock victim (SQLSTATE 40P01) or a
+/// serialization failure (40001). The whole transaction was rolled back, so a retry is safe.
 pub(super) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+    matches!(e, sqlx::Error::Database(d)
+        if d.is_unique_violation() || matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
 }
 
 impl_store_tx!(SqliteTx, sqlite);

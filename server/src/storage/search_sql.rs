@@ -1,0 +1,809 @@
+//! Search compiled to SQL (R4 search.html), shared by both backends.
+//!
+//! A [`SearchQuery`] becomes one statement over `resources r` (joined to
+//! `resource_versions v` for the content): each parameter is an `r.rid IN (SELECT x.rid
+//! FROM search_<kind> x WHERE x.param IN (…) AND …)` sub-select driven by the typed index,
+//! chains and `_has` nest such sub-selects (never per-row lookups), `_sort` keys are
+//! correlated `MIN`/`MAX` sub-selects over the owner index, and paging is keyset paging on
+//! (sort keys…, id), so pages stay correct while resources are being written.
+
+use serde_json::Value;
+
+use super::sql::{Bind, Dialect, Sql};
+use crate::search::{
+    Criterion, Cursor, DateBound, Include, IndexTable, NumberBound, ParamKey, Prefix, SearchParam,
+    SearchQuery, SortBy, SortKey, TokenMatch, TokenSystem,
+};
+
+/// What a search statement returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Select {
+    /// Full rows (version columns) plus the sort values `s0, s1, …`.
+    Rows,
+    /// Only `r.id` (conditional interactions).
+    Ids,
+}
+
+/// The kind of value a sort key yields, to read it back from a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortValueKind {
+    Text,
+    Int,
+    Float,
+}
+
+/// The value kind of a sort key's column.
+pub fn sort_value_kind(by: &SortBy) -> SortValueKind {
+    match by {
+        SortBy::Id => SortValueKind::Text,
+        SortBy::LastUpdated => SortValueKind::Int,
+        SortBy::Indexed { table, .. } => match table {
+            IndexTable::Date => SortValueKind::Int,
+            IndexTable::Number | IndexTable::Quantity => SortValueKind::Float,
+            _ => SortValueKind::Text,
+        },
+    }
+}
+
+/// Builds SQL with fresh aliases for nested sub-selects.
+struct Compiler {
+    sql: Sql,
+    next_alias: usize,
+}
+
+impl Compiler {
+    fn alias(&mut self, prefix: &str) -> String {
+        self.next_alias += 1;
+        format!("{prefix}{}", self.next_alias)
+    }
+
+    fn push(&mut self, text: &str) -> &mut Self {
+        self.sql.push(text);
+        self
+    }
+
+    fn bind(&mut self, b: Bind) -> &mut Self {
+        self.sql.bind(b);
+        self
+    }
+
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.bind(Bind::Text(s.to_string()))
+    }
+
+    /// `(?, ?, …)` of the keys.
+    fn key_list(&mut self, keys: &[ParamKey]) {
+        if let [one] = keys {
+            self.push(" = ").bind(Bind::Int(*one));
+            return;
+        }
+        self.push(" IN (");
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(Bind::Int(*k));
+        }
+        self.push(")");
+    }
+
+    /// The type restriction of a resources alias.
+    fn type_filter(&mut self, a: &str, q: &SearchQuery) {
+        if !q.res_type.is_empty() {
+            self.push(a).push(".res_type = ").text(&q.res_type);
+        } else if !q.types.is_empty() {
+            self.push(a).push(".res_type IN (");
+            for (i, t) in q.types.iter().enumerate() {
+                if i > 0 {
+                    self.push(", ");
+                }
+                self.text(t);
+            }
+            self.push(")");
+        } else {
+            self.push("1 = 1");
+        }
+    }
+
+    /// The condition of one parameter on the resources alias `a` (whose type is `res_type`
+    /// when known).
+    fn param(&mut self, a: &str, res_type: Option<&str>, p: &SearchParam) {
+        match p {
+            SearchParam::Id(ids) => {
+                self.push(a).push(".id IN (");
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        self.push(", ");
+                    }
+                    self.text(id);
+                }
+                self.push(")");
+            }
+            SearchParam::LastUpdated(bounds) => {
+                self.push("(");
+                for (i, b) in bounds.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" OR ");
+                    }
+                    self.date_point(&format!("{a}.last_updated"), b);
+                }
+                self.push(")");
+            }
+            SearchParam::Match {
+                table,
+                keys,
+                values,
+                negate,
+            } => {
+                let x = self.alias("x");
+                self.push(a)
+                    .push(if *negate {
+                        ".rid NOT IN ("
+                    } else {
+                        ".rid IN ("
+                    })
+                    .push(&format!(
+                        "SELECT {x}.rid FROM {} {x} WHERE {x}.param",
+                        table.table()
+                    ));
+                self.key_list(keys);
+                self.push(" AND (");
+                for (i, c) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" OR ");
+                    }
+                    self.criterion(&x, c);
+                }
+                self.push("))");
+            }
+            SearchParam::Missing {
+                table,
+                keys,
+                missing,
+            } => {
+                let x = self.alias("x");
+                self.push(a)
+                    .push(if *missing {
+                        ".rid NOT IN ("
+                    } else {
+                        ".rid IN ("
+                    })
+                    .push(&format!(
+                        "SELECT {x}.rid FROM {} {x} WHERE {x}.param",
+                        table.table()
+                    ));
+                self.key_list(keys);
+                self.push(")");
+            }
+            SearchParam::Composite { components, values } => {
+                let aliases: Vec<String> = components.iter().map(|_| self.alias("c")).collect();
+                let first = &aliases[0];
+                self.push(a)
+                    .push(".rid IN (SELECT ")
+                    .push(first)
+                    .push(".rid FROM ");
+                for (i, ((table, _), c)) in components.iter().zip(&aliases).enumerate() {
+                    if i == 0 {
+                        self.push(&format!("{} {c}", table.table()));
+                    } else {
+                        self.push(&format!(
+                            " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp",
+                            table.table()
+                        ));
+                    }
+                }
+                self.push(" WHERE ");
+                for (i, ((_, key), c)) in components.iter().zip(&aliases).enumerate() {
+                    if i > 0 {
+                        self.push(" AND ");
+                    }
+                    self.push(c).push(".param = ").bind(Bind::Int(*key));
+                }
+                self.push(" AND (");
+                for (i, tuple) in values.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" OR ");
+                    }
+                    self.push("(");
+                    for (j, (crit, c)) in tuple.iter().zip(&aliases).enumerate() {
+                        if j > 0 {
+                            self.push(" AND ");
+                        }
+                        self.criterion(c, crit);
+                    }
+                    self.push(")");
+                }
+                self.push("))");
+            }
+            SearchParam::Chain {
+                keys,
+                target_type,
+                inner,
+            } => {
+                let x = self.alias("x");
+                let t = self.alias("r");
+                self.push(a).push(&format!(
+                    ".rid IN (SELECT {x}.rid FROM search_reference {x} WHERE {x}.param"
+                ));
+                self.key_list(keys);
+                self.push(&format!(" AND {x}.target_type = "))
+                    .text(target_type)
+                    .push(&format!(
+                        " AND {x}.target_id IN (SELECT {t}.id FROM resources {t} WHERE {t}.res_type = "
+                    ))
+                    .text(target_type)
+                    .push(&format!(" AND {t}.deleted = "))
+                    .bind(Bind::Bool(false))
+                    .push(" AND ");
+                self.param(&t, Some(target_type), inner);
+                self.push("))");
+            }
+            SearchParam::Has {
+                source_type,
+                keys,
+                inner,
+            } => {
+                let x = self.alias("x");
+                let s = self.alias("r");
+                self.push(a).push(&format!(
+                    ".id IN (SELECT {x}.target_id FROM search_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid WHERE {x}.param"
+                ));
+                self.key_list(keys);
+                self.push(&format!(" AND {x}.target_type = "));
+                match res_type {
+                    Some(t) => {
+                        self.text(t);
+                    }
+                    None => {
+                        self.push(a).push(".res_type");
+                    }
+                }
+                self.push(&format!(" AND {s}.res_type = "))
+                    .text(source_type)
+                    .push(&format!(" AND {s}.deleted = "))
+                    .bind(Bind::Bool(false))
+                    .push(" AND ");
+                self.param(&s, Some(source_type), inner);
+                self.push(")");
+            }
+            SearchParam::Or(list) => {
+                self.push("(");
+                for (i, p) in list.iter().enumerate() {
+                    if i > 0 {
+                        self.push(" OR ");
+                    }
+                    self.param(a, res_type, p);
+                }
+                self.push(")");
+            }
+            SearchParam::Resource { res_type, id } => {
+                self.push("(")
+                    .push(a)
+                    .push(".res_type = ")
+                    .text(res_type)
+                    .push(" AND ")
+                    .push(a)
+                    .push(".id = ")
+                    .text(id)
+                    .push(")");
+            }
+        }
+    }
+
+    /// One value condition on the index row alias `x`.
+    fn criterion(&mut self, x: &str, c: &Criterion) {
+        match c {
+            Criterion::StringStarts(s) => self.starts_with(&format!("{x}.value"), s),
+            Criterion::StringExact(s) => {
+                self.push(x).push(".exact = ").text(s);
+            }
+            Criterion::StringContains(s) => {
+                let pattern = format!("%{}%", escape_like(s));
+                self.push(x)
+                    .push(".value LIKE ")
+                    .text(&pattern)
+                    .push(" ESCAPE '\\'");
+            }
+            Criterion::Token(m) => self.token(x, m),
+            Criterion::Date(b) => self.date_range(x, b),
+            Criterion::Number(b) => self.number(&format!("{x}.value"), b),
+            Criterion::Quantity {
+                bound,
+                system,
+                code,
+                canonical,
+            } => {
+                self.push("((");
+                match code {
+                    Some(code) => {
+                        self.push(x).push(".code = ").text(code);
+                        if let Some(s) = system {
+                            self.push(" AND ").push(x).push(".system = ").text(s);
+                        }
+                    }
+                    None => {
+                        self.push("1 = 1");
+                    }
+                }
+                self.push(" AND ");
+                self.number(&format!("{x}.value"), bound);
+                self.push(")");
+                if let Some((canon, unit)) = canonical {
+                    self.push(" OR (").push(x).push(".canon_code = ").text(unit);
+                    self.push(" AND ");
+                    self.number(&format!("{x}.canon_value"), canon);
+                    self.push(")");
+                }
+                self.push(")");
+            }
+            Criterion::UriExact(s) => {
+                self.push(x).push(".value = ").text(s);
+            }
+            Criterion::UriBelow(s) => self.starts_with(&format!("{x}.value"), s),
+            Criterion::UriAbove(prefixes) => {
+                self.push(x).push(".value IN (");
+                for (i, p) in prefixes.iter().enumerate() {
+                    if i > 0 {
+                        self.push(", ");
+                    }
+                    self.text(p);
+                }
+                self.push(")");
+            }
+            Criterion::Reference { target_type, id } => {
+                self.push("(").push(x).push(".target_id = ").text(id);
+                if let Some(t) = target_type {
+                    self.push(" AND ").push(x).push(".target_type = ").text(t);
+                }
+                self.push(")");
+            }
+            Criterion::ReferenceUrl(url) => {
+                self.push(x).push(".url = ").text(url);
+            }
+        }
+    }
+
+    /// `column` starts with `prefix`, as a range so the index serves it (byte order:
+    /// `COLLATE "C"` on PostgreSQL, BINARY on SQLite).
+    fn starts_with(&mut self, column: &str, prefix: &str) {
+        let upper = format!("{prefix}\u{10FFFF}");
+        self.push("(")
+            .push(column)
+            .push(" >= ")
+            .text(prefix)
+            .push(" AND ")
+            .push(column)
+            .push(" < ")
+            .text(&upper)
+            .push(")");
+    }
+
+    fn token(&mut self, x: &str, m: &TokenMatch) {
+        self.push("(1 = 1");
+        match &m.system {
+            TokenSystem::Any => {}
+            TokenSystem::None => {
+                self.push(" AND ").push(x).push(".system IS NULL");
+            }
+            TokenSystem::Is(s) => {
+                self.push(" AND ").push(x).push(".system = ").text(s);
+            }
+        }
+        if let Some(v) = &m.value {
+            self.push(" AND ").push(x).push(".code = ").text(v);
+        }
+        self.push(")");
+    }
+
+    /// A date parameter against a stored range `[low, high)` (search.html#prefix: the
+    /// search value is the range its precision implies).
+    fn date_range(&mut self, x: &str, b: &DateBound) {
+        let (sl, sh) = (b.low, b.high);
+        let lo = format!("{x}.low");
+        let hi = format!("{x}.high");
+        let cmp = |c: &mut Compiler, col: &str, op: &str, v: i64| {
+            c.push(col).push(op).bind(Bind::Int(v));
+        };
+        self.push("(");
+        match b.prefix {
+            // eq: the search range fully contains the resource range.
+            Prefix::Eq => {
+                cmp(self, &lo, " >= ", sl);
+                self.push(" AND ");
+                cmp(self, &hi, " <= ", sh);
+            }
+            // ne: the search range does not fully contain it.
+            Prefix::Ne => {
+                cmp(self, &lo, " < ", sl);
+                self.push(" OR ");
+                cmp(self, &hi, " > ", sh);
+            }
+            // gt: the resource range extends above the search range.
+            Prefix::Gt => cmp(self, &hi, " > ", sh),
+            // lt: the resource range extends below the search range.
+            Prefix::Lt => cmp(self, &lo, " < ", sl),
+            // ge: gt, or contained (eq).
+            Prefix::Ge => {
+                cmp(self, &hi, " > ", sh);
+                self.push(" OR (");
+                cmp(self, &lo, " >= ", sl);
+                self.push(" AND ");
+                cmp(self, &hi, " <= ", sh);
+                self.push(")");
+            }
+            // le: lt, or contained (eq).
+            Prefix::Le => {
+                cmp(self, &lo, " < ", sl);
+                self.push(" OR (");
+                cmp(self, &lo, " >= ", sl);
+                self.push(" AND ");
+                cmp(self, &hi, " <= ", sh);
+                self.push(")");
+            }
+            // sa: starts after the search range ends.
+            Prefix::Sa => cmp(self, &lo, " >= ", sh),
+            // eb: ends before the search range starts.
+            Prefix::Eb => cmp(self, &hi, " <= ", sl),
+            // ap: overlaps the search range widened by the margin.
+            Prefix::Ap => {
+                cmp(self, &lo, " < ", sh.saturating_add(b.approx_margin));
+                self.push(" AND ");
+                cmp(self, &hi, " > ", sl.saturating_sub(b.approx_margin));
+            }
+        }
+        self.push(")");
+    }
+
+    /// A date parameter against a point-in-time column (`_lastUpdated`).
+    fn date_point(&mut self, column: &str, b: &DateBound) {
+        let (low, high) = (b.low, b.high);
+        let cmp = |c: &mut Compiler, op: &str, v: i64| {
+            c.push(column).push(op).bind(Bind::Int(v));
+        };
+        self.push("(");
+        match b.prefix {
+            Prefix::Eq => {
+                cmp(self, " >= ", low);
+                self.push(" AND ");
+                cmp(self, " < ", high);
+            }
+            Prefix::Ne => {
+                cmp(self, " < ", low);
+                self.push(" OR ");
+                cmp(self, " >= ", high);
+            }
+            Prefix::Gt | Prefix::Sa => cmp(self, " >= ", high),
+            Prefix::Lt | Prefix::Eb => cmp(self, " < ", low),
+            Prefix::Ge => cmp(self, " >= ", low),
+            Prefix::Le => cmp(self, " < ", high),
+            Prefix::Ap => {
+                cmp(self, " >= ", low.saturating_sub(b.approx_margin));
+                self.push(" AND ");
+                cmp(self, " < ", high.saturating_add(b.approx_margin));
+            }
+        }
+        self.push(")");
+    }
+
+    /// A number parameter against a point value (search.html#number): `eq`/`ne` use the
+    /// search value's precision range, the others compare with the value itself; `ap` is
+    /// ±10 %.
+    fn number(&mut self, column: &str, b: &NumberBound) {
+        let cmp = |c: &mut Compiler, op: &str, v: f64| {
+            c.push(column).push(op).bind(Bind::Float(v));
+        };
+        self.push("(");
+        match b.prefix {
+            Prefix::Eq => {
+                cmp(self, " >= ", b.low);
+                self.push(" AND ");
+                cmp(self, " < ", b.high);
+            }
+            Prefix::Ne => {
+                cmp(self, " < ", b.low);
+                self.push(" OR ");
+                cmp(self, " >= ", b.high);
+            }
+            Prefix::Gt | Prefix::Sa => cmp(self, " > ", b.value),
+            Prefix::Lt | Prefix::Eb => cmp(self, " < ", b.value),
+            Prefix::Ge => cmp(self, " >= ", b.value),
+            Prefix::Le => cmp(self, " <= ", b.value),
+            Prefix::Ap => {
+                let margin = b.value.abs() * 0.1;
+                cmp(self, " >= ", b.value - margin);
+                self.push(" AND ");
+                cmp(self, " <= ", b.value + margin);
+            }
+        }
+        self.push(")");
+    }
+
+    /// The SQL expression of a sort key on `r`.
+    fn sort_expr(&mut self, key: &SortKey) {
+        match &key.by {
+            SortBy::Id => {
+                self.push("r.id");
+            }
+            SortBy::LastUpdated => {
+                self.push("r.last_updated");
+            }
+            SortBy::Indexed { table, keys } => {
+                let column = match table {
+                    IndexTable::String | IndexTable::Uri => "value",
+                    IndexTable::Token => "code",
+                    IndexTable::Date => {
+                        if key.descending {
+                            "high"
+                        } else {
+                            "low"
+                        }
+                    }
+                    IndexTable::Number | IndexTable::Quantity => "value",
+                    IndexTable::Reference => "target_id",
+                };
+                let agg = if key.descending { "MAX" } else { "MIN" };
+                let x = self.alias("o");
+                self.push(&format!(
+                    "(SELECT {agg}({x}.{column}) FROM {} {x} WHERE {x}.rid = r.rid AND {x}.param",
+                    table.table()
+                ));
+                self.key_list(keys);
+                self.push(")");
+            }
+        }
+    }
+
+    /// Binds a cursor value of a sort key.
+    fn sort_value(&mut self, v: &Value) {
+        match v {
+            Value::String(s) => self.text(s),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => self.bind(Bind::Int(i)),
+                None => self.bind(Bind::Float(n.as_f64().unwrap_or(0.0))),
+            },
+            _ => self.bind(Bind::OptText(None)),
+        };
+    }
+
+    /// The keyset condition: rows after (or, backward, before) the cursor position in
+    /// (sort keys…, id) order, nulls last.
+    fn keyset(&mut self, sort: &[SortKey], cursor: &Cursor) {
+        self.keyset_from(sort, cursor, 0);
+    }
+
+    fn keyset_from(&mut self, sort: &[SortKey], cursor: &Cursor, i: usize) {
+        if i == sort.len() || i >= cursor.values.len() {
+            self.push(if cursor.backward {
+                "r.id < "
+            } else {
+                "r.id > "
+            })
+            .text(&cursor.id);
+            return;
+        }
+        let key = &sort[i];
+        let v = &cursor.values[i];
+        self.push("(");
+        // Strictly past the position on this key.
+        match (v.is_null(), cursor.backward) {
+            (true, false) => {
+                self.push("1 = 0");
+            }
+            (true, true) => {
+                self.sort_expr(key);
+                self.push(" IS NOT NULL");
+            }
+            (false, backward) => {
+                let op = match (key.descending, backward) {
+                    (false, false) | (true, true) => " > ",
+                    (true, false) | (false, true) => " < ",
+                };
+                self.push("(");
+                self.sort_expr(key);
+                self.push(op);
+                self.sort_value(v);
+                if !backward {
+                    self.push(" OR ");
+                    self.sort_expr(key);
+                    self.push(" IS NULL");
+                }
+                self.push(")");
+            }
+        }
+        // Or equal on this key and past it on the next ones.
+        self.push(" OR (");
+        self.sort_expr(key);
+        if v.is_null() {
+            self.push(" IS NULL");
+        } else {
+            self.push(" = ");
+            self.sort_value(v);
+        }
+        self.push(" AND ");
+        self.keyset_from(sort, cursor, i + 1);
+        self.push("))");
+    }
+}
+
+/// Escapes `%`, `_` and `\` for `LIKE … ESCAPE '\'`.
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The WHERE clause shared by pages and counts.
+fn push_where(c: &mut Compiler, q: &SearchQuery) {
+    c.push(" WHERE ");
+    c.type_filter("r", q);
+    c.push(" AND r.deleted = ").bind(Bind::Bool(false));
+    let res_type = (!q.res_type.is_empty()).then_some(q.res_type.as_str());
+    for p in &q.params {
+        c.push(" AND ");
+        c.param("r", res_type, p);
+    }
+}
+
+/// A page of a search: `limit` rows after the cursor, in (sort keys…, id) order (reversed
+/// for a backward cursor: the caller reverses the rows back).
+pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -> Sql {
+    let mut c = Compiler {
+        sql: Sql::new(dialect, "SELECT "),
+        next_alias: 0,
+    };
+    match select {
+        Select::Ids => {
+            c.push("r.id");
+        }
+        Select::Rows => {
+            c.push(super::sql::version_columns(dialect));
+            for (i, key) in q.sort.iter().enumerate() {
+                c.push(", ");
+                c.sort_expr(key);
+                c.push(&format!(" AS s{i}"));
+            }
+        }
+    }
+    c.push(" FROM resources r");
+    if select == Select::Rows {
+        c.push(
+            " JOIN resource_versions v \
+             ON v.res_type = r.res_type AND v.id = r.id AND v.version_id = r.version_id",
+        );
+    }
+    push_where(&mut c, q);
+    let backward = q.cursor.as_ref().is_some_and(|cur| cur.backward);
+    if let Some(cursor) = &q.cursor {
+        c.push(" AND ");
+        c.keyset(&q.sort, cursor);
+    }
+    c.push(" ORDER BY ");
+    for key in &q.sort {
+        c.sort_expr(key);
+        let ascending = key.descending == backward;
+        c.push(if ascending {
+            if backward {
+                " ASC NULLS FIRST, "
+            } else {
+                " ASC NULLS LAST, "
+            }
+        } else if backward {
+            " DESC NULLS FIRST, "
+        } else {
+            " DESC NULLS LAST, "
+        });
+    }
+    c.push(if backward { "r.id DESC" } else { "r.id ASC" });
+    c.push(" LIMIT ").bind(Bind::Int(limit as i64));
+    c.sql
+}
+
+/// `SELECT COUNT(*) AS n` of a search (for `_total=accurate|estimate` and
+/// `_summary=count`).
+pub fn count(dialect: Dialect, q: &SearchQuery) -> Sql {
+    let mut c = Compiler {
+        sql: Sql::new(dialect, "SELECT COUNT(*) AS n FROM resources r"),
+        next_alias: 0,
+    };
+    push_where(&mut c, q);
+    c.sql
+}
+
+/// The resources an `_include`/`_revinclude` adds for the resources `from`
+/// (`(res_type, id)` pairs), current and not deleted, at most `limit` rows.
+pub fn include(dialect: Dialect, inc: &Include, from: &[(String, String)], limit: usize) -> Sql {
+    let mut c = Compiler {
+        sql: Sql::new(dialect, "SELECT DISTINCT "),
+        next_alias: 0,
+    };
+    c.push(super::sql::version_columns(dialect));
+    if inc.reverse {
+        // Resources of source_type whose reference parameter points at one of `from`.
+        c.push(
+            " FROM search_reference x JOIN resources r ON r.rid = x.rid \
+             JOIN resource_versions v ON v.res_type = r.res_type AND v.id = r.id \
+             AND v.version_id = r.version_id WHERE r.deleted = ",
+        )
+        .bind(Bind::Bool(false))
+        .push(" AND r.res_type = ")
+        .text(&inc.source_type);
+        if !inc.keys.is_empty() {
+            c.push(" AND x.param");
+            c.key_list(&inc.keys);
+        }
+        c.push(" AND (");
+        for (i, (t, id)) in from.iter().enumerate() {
+            if i > 0 {
+                c.push(" OR ");
+            }
+            c.push("(x.target_id = ")
+                .text(id)
+                .push(" AND x.target_type = ")
+                .text(t)
+                .push(")");
+        }
+        c.push(")");
+    } else {
+        // Targets of the reference parameter of the `from` resources of source_type.
+        c.push(
+            " FROM resources s JOIN search_reference x ON x.rid = s.rid \
+             JOIN resources r ON r.res_type = x.target_type AND r.id = x.target_id \
+             JOIN resource_versions v ON v.res_type = r.res_type AND v.id = r.id \
+             AND v.version_id = r.version_id WHERE r.deleted = ",
+        )
+        .bind(Bind::Bool(false));
+        if !inc.keys.is_empty() {
+            c.push(" AND x.param");
+            c.key_list(&inc.keys);
+        }
+        if let Some(t) = &inc.target_type {
+            c.push(" AND x.target_type = ").text(t);
+        }
+        c.push(" AND (");
+        for (i, (t, id)) in from.iter().enumerate() {
+            if i > 0 {
+                c.push(" OR ");
+            }
+            c.push("(s.res_type = ")
+                .text(t)
+                .push(" AND s.id = ")
+                .text(id)
+                .push(")");
+        }
+        c.push(")");
+    }
+    c.push(" LIMIT ").bind(Bind::Int(limit as i64));
+    c.sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::SearchQuery;
+
+    #[test]
+    fn keyset_after_a_null_sort_value_only_continues_among_nulls() {
+        let mut q = SearchQuery::new("Patient");
+        q.sort = vec![SortKey {
+            by: SortBy::LastUpdated,
+            descending: false,
+        }];
+        q.cursor = Some(Cursor {
+            backward: false,
+            values: vec![Value::Null],
+            id: "a".into(),
+        });
+        let (text, _) = search(Dialect::Sqlite, &q, Select::Rows, 10).finish();
+        assert!(text.contains("(1 = 0 OR (r.last_updated IS NULL AND r.id > ?))"));
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(escape_like("50%_a\\"), "50\\%\\_a\\\\");
+    }
+}
