@@ -81,7 +81,7 @@ pub enum IndexValue {
         code: Option<String>,
         /// Quantity.unit (human-readable).
         unit: Option<String>,
-        /// UCUM canonical value and unit code, e.g. `(0.054, "g/L")` for `5.4 mg/dL`.
+        /// UCUM canonical value and unit code, e.g. `(54.0, "g.m-3")` for `5.4 mg/dL`.
         canonical: Option<(f64, String)>,
     },
     /// uri / url / canonical / oid / uuid values (search.html#uri), as written.
@@ -604,8 +604,11 @@ pub(super) fn composite<'r>(
         return false;
     };
     let mut values = Vec::new();
+    let mut group_entries: Vec<IndexEntry<'r>> = Vec::new();
     for (group, base) in bases.iter().enumerate() {
         let group = u32::try_from(group).unwrap_or(u32::MAX);
+        group_entries.clear();
+        let mut complete = true;
         for (ci, comp) in def.components.iter().enumerate() {
             let Some(cexpr) = &comp.compiled else {
                 return false;
@@ -614,15 +617,38 @@ pub(super) fn composite<'r>(
                 return false;
             };
             let index = u8::try_from(ci).unwrap_or(u8::MAX);
+            let before = group_entries.len();
             for n in &nodes {
                 values.clear();
                 convert_node(comp.kind, n, &mut values);
-                out.extend(values.drain(..).map(|value| IndexEntry {
-                    code: &def.code,
-                    composite: Some((group, index)),
-                    value,
-                }));
+                // Only the primary value of a component takes part in a composite match
+                // (search.html#composite): no `:text`, `:of-type` or `:identifier` rows.
+                group_entries.extend(
+                    values
+                        .drain(..)
+                        .filter(|v| {
+                            !matches!(
+                                v,
+                                IndexValue::TokenText(_)
+                                    | IndexValue::OfType { .. }
+                                    | IndexValue::ReferenceIdentifier { .. }
+                            )
+                        })
+                        .map(|value| IndexEntry {
+                            code: &def.code,
+                            composite: Some((group, index)),
+                            value,
+                        }),
+                );
             }
+            if group_entries.len() == before {
+                complete = false;
+                break;
+            }
+        }
+        // A tuple missing a component can never match a composite value: write none of it.
+        if complete {
+            out.append(&mut group_entries);
         }
     }
     true
@@ -780,8 +806,9 @@ mod tests {
         else {
             panic!("{v:?}");
         };
-        assert_eq!((*value, cu.as_str()), (5.4, "g/L"));
-        assert!((cv - 0.054).abs() < 1e-15);
+        // 5.4 mg/dL = 54 g/m3 in UCUM base units.
+        assert_eq!((*value, cu.as_str()), (5.4, "g.m-3"));
+        assert!((cv - 54.0).abs() < 1e-9, "{cv}");
         let money = values_of(
             SearchParamType::Quantity,
             None,
