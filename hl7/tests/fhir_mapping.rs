@@ -835,3 +835,397 @@ fn result_before_any_order_is_a_segment_sequence_error() {
     assert_eq!(err.ack_code(), hl7::ack::AckCode::AE);
     assert_eq!(err.error_code(), hl7::ack::ErrorCode::SegmentSequenceError);
 }
+
+// ---------------------------------------------------------------------------------------
+// PR1, GT1, ROL/PRT, TQ1, PV1 in orders and results, PID-10/22 (issue 4).
+
+fn find<'a>(b: &'a Value, t: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    of_type(b, t)
+        .into_iter()
+        .find(|e| pred(&e["resource"]))
+        .unwrap_or_else(|| panic!("no matching {t}: {b:#}"))
+}
+
+fn has_identifier(r: &Value, value: &str) -> bool {
+    r["identifier"]
+        .as_array()
+        .is_some_and(|ids| ids.iter().any(|i| i["value"] == value))
+}
+
+#[test]
+fn pr1_becomes_a_procedure_of_the_patient_and_encounter() {
+    // IG PR1[Procedure]: PR1-3 → code (PR1-4 → code.text as PR1-3.9 is empty), PR1-5 +
+    // PR1-7 minutes → performedPeriod, PR1-6 → category, PR1-8 → performer (function SNOMED
+    // 88189002), PR1-11 → performer (304292004), PR1-12 → performer, PR1-15 → reasonCode,
+    // PR1-19 → identifier; message map ADT_A01 PROCEDURE: Procedure.subject = Patient.
+    let b = map(&sample("microsoft-fhir-converter/ADT-A01-01.hl7"));
+    let e = one(&b, "Procedure");
+    let p = &e["resource"];
+    assert_eq!(e["request"]["method"], "PUT");
+    assert_eq!(
+        e["request"]["url"],
+        "Procedure?identifier=urn:mediflow:hl7:GHHSFacility|PR1006"
+    );
+    assert_eq!(p["status"], "completed");
+    assert_eq!(p["code"]["coding"][0]["system"], "http://snomed.info/sct");
+    assert_eq!(p["code"]["coding"][0]["code"], "76164006");
+    assert_eq!(
+        p["code"]["text"],
+        "Biopsy of colon, which was part of colonoscopy"
+    );
+    assert_eq!(p["performedPeriod"]["start"], "2005-01-25T11:40:00+01:00");
+    assert_eq!(p["performedPeriod"]["end"], "2005-01-25T11:42:00+01:00");
+    assert_eq!(p["category"]["coding"][0]["code"], "D");
+    assert_eq!(p["reasonCode"][0]["coding"][0]["code"], "799008");
+    assert_eq!(p["subject"]["reference"], one(&b, "Patient")["fullUrl"]);
+    assert_eq!(p["encounter"]["reference"], one(&b, "Encounter")["fullUrl"]);
+    // Performers: anesthesiologist, surgeon, procedure practitioner, then the ROL of the
+    // PROCEDURE group (ROL-3 → function, ROL-4 → actor).
+    let performers = p["performer"].as_array().unwrap();
+    let functions: Vec<&str> = performers
+        .iter()
+        .map(|f| f["function"]["coding"][0]["code"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(functions, ["88189002", "304292004", "-", "PP"]);
+    let surgeon = find(&b, "Practitioner", |r| has_identifier(r, "121188"));
+    assert_eq!(performers[1]["actor"]["reference"], surgeon["fullUrl"]);
+    let rol_person = find(&b, "Practitioner", |r| has_identifier(r, "121"));
+    assert_eq!(performers[3]["actor"]["reference"], rol_person["fullUrl"]);
+    // PR1-23 → location (PL[Location]).
+    let loc = p["location"]["reference"].as_str().unwrap();
+    assert!(of_type(&b, "Location").iter().any(|l| l["fullUrl"] == loc));
+}
+
+#[test]
+fn pr1_status_and_time_follow_the_message_context() {
+    // IG PR1[Procedure] status: "depends on the message context"; A05 pre-admit → preparation.
+    let b = map(&sample("microsoft-fhir-converter/ADT-A05-01.hl7"));
+    assert_eq!(one(&b, "Procedure")["resource"]["status"], "preparation");
+    // No PR1-7 → performedDateTime; no PR1-19 → keyed <MRN>-procedure-<PR1-3.1>-<PR1-5>;
+    // PR1-5 without offset keeps the date only; no PR1-5 → status unknown.
+    let b = map(&crafted(
+        "MSH|^~\\&|ADT|HOSP|EHR|HOSP|20240101||ADT^A08|P1|P|2.5.1
+PID|1||MRN9^^^^MR||Doe^Jo
+PV1|1|I|||||||||||||||||V9^^^^VN
+PR1|1||0DTJ4ZZ^Resection^I10P||20240102101500
+PR1|2||||",
+    ));
+    let p = one(&b, "Procedure");
+    assert_eq!(
+        p["request"]["url"],
+        "Procedure?identifier=urn:mediflow:hl7:HOSP|MRN9-procedure-0DTJ4ZZ-20240102101500"
+    );
+    assert_eq!(p["resource"]["performedDateTime"], "2024-01-02");
+    assert_eq!(p["resource"]["status"], "completed");
+    let b = map(&crafted(
+        "MSH|^~\\&|ADT|HOSP|EHR|HOSP|20240101||ADT^A08|P1|P|2.5.1
+PID|1||MRN9^^^^MR||Doe^Jo
+PR1|1||X1^Thing^L",
+    ));
+    assert_eq!(one(&b, "Procedure")["resource"]["status"], "unknown");
+}
+
+#[test]
+fn gt1_becomes_a_related_person_of_the_patient() {
+    // GT1 (no IG segment map; written like NK1[RelatedPerson]): GT1-3 → name, GT1-5 →
+    // address, GT1-6/7 → telecom, GT1-8 → birthDate, GT1-9 → gender, GT1-11 → relationship
+    // (table 0063), GT1-2 → identifier, RelatedPerson.patient = Patient.
+    let b = map(&sample("microsoft-fhir-converter/ADT-A04-01.hl7"));
+    let g = find(&b, "RelatedPerson", |r| r["name"][0]["family"] == "RADIANT");
+    let r = &g["resource"];
+    assert_eq!(g["request"]["method"], "PUT");
+    assert_eq!(r["patient"]["reference"], one(&b, "Patient")["fullUrl"]);
+    assert_eq!(r["name"][0]["given"][0], "LUCY");
+    assert_eq!(r["address"][0]["city"], "MADISON");
+    assert_eq!(
+        r["relationship"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0063"
+    );
+    assert_eq!(r["relationship"][0]["coding"][0]["code"], "BRO");
+    assert_eq!(r["birthDate"], "2001-04-12");
+    assert_eq!(r["gender"], "male");
+    assert!(has_identifier(r, "1516"));
+    assert!(!r["telecom"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn self_guarantor_is_the_patient_and_in1_links_payor_and_subscriber() {
+    // ADT-A01-01: GT1-11 SEL (the patient is the guarantor) → no RelatedPerson for the
+    // guarantor. IN1[Coverage]: IN1-3/IN1-4 → payor(Organization); IN1-17 SPO (not the
+    // patient) → IN1-16 → subscriber(RelatedPerson).
+    let b = map(&sample("microsoft-fhir-converter/ADT-A01-01.hl7"));
+    let people = of_type(&b, "RelatedPerson");
+    assert_eq!(people.len(), 1, "{b:#}");
+    let insured = &people[0];
+    assert_eq!(insured["resource"]["name"][0]["family"], "Doe");
+    assert_eq!(
+        insured["resource"]["relationship"][0]["coding"][0]["code"],
+        "SPO"
+    );
+    assert_eq!(insured["resource"]["birthDate"], "1975-02-28");
+    let cov = &one(&b, "Coverage")["resource"];
+    assert_eq!(cov["subscriber"]["reference"], insured["fullUrl"]);
+    assert_eq!(
+        cov["beneficiary"]["reference"],
+        one(&b, "Patient")["fullUrl"]
+    );
+    let org = one(&b, "Organization");
+    assert_eq!(org["request"]["method"], "POST");
+    assert_eq!(
+        org["request"]["ifNoneExist"],
+        "identifier=urn:oid:2.16.840.1.113883.1.1|IC-1.31"
+    );
+    assert_eq!(org["resource"]["name"], "Blue Cross Blue Shield of Texas");
+    assert_eq!(cov["payor"][0]["reference"], org["fullUrl"]);
+    assert_eq!(
+        cov["payor"][0]["display"],
+        "Blue Cross Blue Shield of Texas"
+    );
+}
+
+#[test]
+fn guarantor_who_is_the_insured_is_one_related_person() {
+    // GT1 and IN1-16 naming the same person → one RelatedPerson (matched on the patient and
+    // the name), referenced as the Coverage subscriber; IN1-17 SEL → subscriber = Patient.
+    let text = "MSH|^~\\&|ADT|HOSP|EHR|HOSP|20240101||ADT^A04|G1|P|2.5.1
+PID|1||MRN7^^^^MR||Roe^Ann
+PV1|1|O|||||||||||||||||V7^^^^VN
+GT1|1|G77|Roe^Bob||1 Elm St^^Town^ST^11111||||M||SPO
+IN1|1|PLAN1|INS1^^^INSURERS|Acme Health||||||||||||Roe^Bob|SPO^Spouse|19700101";
+    let b = map(&crafted(text));
+    let people = of_type(&b, "RelatedPerson");
+    assert_eq!(people.len(), 1, "{b:#}");
+    assert!(has_identifier(&people[0]["resource"], "G77"));
+    assert_eq!(
+        one(&b, "Coverage")["resource"]["subscriber"]["reference"],
+        people[0]["fullUrl"]
+    );
+    let b = map(&crafted(&text.replace("SPO^Spouse", "SEL^Self")));
+    assert_eq!(
+        one(&b, "Coverage")["resource"]["subscriber"]["reference"],
+        one(&b, "Patient")["fullUrl"]
+    );
+}
+
+#[test]
+fn rol_after_pid_is_the_general_practitioner_and_after_pv1_an_encounter_participant() {
+    // ADT_A01 message map: ROL following PID with ROL-3 PP/HL70443 →
+    // ROL[Patient-GeneralPractitioner] (ROL-4 → generalPractitioner); ROL following PV1 →
+    // ROL[Encounter-PractitionerRole] (ROL-3 → participant.type, ROL-4 → individual,
+    // ROL-5/6 → period).
+    let b = map(&sample("microsoft-fhir-converter/ADT-A01-01.hl7"));
+    let smith = find(&b, "Practitioner", |r| has_identifier(r, "12377H87"));
+    let p = &one(&b, "Patient")["resource"];
+    assert!(
+        p["generalPractitioner"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["reference"] == smith["fullUrl"]),
+        "{p:#}"
+    );
+    let enc = encounter(&b);
+    let part = enc["participant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["individual"]["reference"] == smith["fullUrl"])
+        .expect("a ROL participant");
+    assert_eq!(part["type"][0]["coding"][0]["code"], "PP");
+    assert_eq!(
+        part["type"][0]["coding"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0443"
+    );
+    assert_eq!(part["period"]["start"], "2022-01-01");
+    assert_eq!(part["period"]["end"], "2022-02-02");
+    // PRT works the same way (PRT-4 role, PRT-5 person); a deleted role (action DE) is not.
+    let b = map(&crafted(
+        "MSH|^~\\&|ADT|HOSP|EHR|HOSP|20240101||ADT^A01|R1|P|2.8
+PID|1||MRN5^^^^MR||Poe^Al
+PRT|1|AD||PP^Primary Care Provider^HL70443|55^Gee^Pat
+PV1|1|I|||||||||||||||||V5^^^^VN
+PRT|1|AD||AT^Attending^HL70443|66^Aye^Bee
+ROL|2|DE|CP^Consulting^HL70443|77^Zed^Cee",
+    ));
+    let gp = find(&b, "Practitioner", |r| has_identifier(r, "55"));
+    assert_eq!(
+        one(&b, "Patient")["resource"]["generalPractitioner"][0]["reference"],
+        gp["fullUrl"]
+    );
+    let parts = encounter(&b)["participant"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 1, "{parts:#?}");
+    assert_eq!(parts[0]["type"][0]["coding"][0]["code"], "AT");
+    assert!(of_type(&b, "Practitioner").len() == 2);
+}
+
+#[test]
+fn tq1_sets_service_request_priority_and_occurrence() {
+    // IG TQ1[ServiceRequest]: TQ1-7/8 → occurrenceTiming.repeat.boundsPeriod, TQ1-9 →
+    // priority (ConceptMap table-hl70485-to-request-priority: R → routine, S → stat),
+    // TQ1-11 → note.
+    let b = map(&sample("microsoft-fhir-converter/OML-O21-01.hl7"));
+    let sr = &one(&b, "ServiceRequest")["resource"];
+    assert_eq!(sr["priority"], "routine");
+    assert!(
+        sr["note"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["text"] == "Fasting Sugar"),
+        "{sr:#}"
+    );
+    let b = map(&crafted(
+        "MSH|^~\\&|HIS|H|LIS|L|20240101||ORM^O01|T1|P|2.5.1
+PID|||12^^^^MR||A^B
+ORC|NW|P77
+TQ1|1||||||202401051000+0100|202401061000+0100|S
+OBR|1|P77||U^Urine^L",
+    ));
+    let sr = &one(&b, "ServiceRequest")["resource"];
+    assert_eq!(sr["priority"], "stat");
+    assert_eq!(
+        sr["occurrenceTiming"]["repeat"]["boundsPeriod"]["start"],
+        "2024-01-05T10:00:00+01:00"
+    );
+    assert_eq!(
+        sr["occurrenceTiming"]["repeat"]["boundsPeriod"]["end"],
+        "2024-01-06T10:00:00+01:00"
+    );
+}
+
+#[test]
+fn pv1_of_a_result_is_the_encounter_of_report_observations_and_order() {
+    // ORU_R01 PATIENT_RESULT.PATIENT.VISIT.PV1 → PV1[Encounter]; created only when absent
+    // (the ADT feed owns the visit), matched on PV1-19.
+    let b = map(&sample(
+        "linuxforhealth-hl7v2-fhir-converter/ORU-multiline-short.hl7",
+    ));
+    let enc = one(&b, "Encounter");
+    assert_eq!(enc["request"]["method"], "POST");
+    assert_eq!(
+        enc["request"]["ifNoneExist"],
+        "identifier=urn:mediflow:hl7:IBM_Toronto_Lab|Visit_0d70c6c8"
+    );
+    let url = &enc["fullUrl"];
+    assert_eq!(
+        one(&b, "DiagnosticReport")["resource"]["encounter"]["reference"],
+        *url
+    );
+    assert_eq!(
+        one(&b, "ServiceRequest")["resource"]["encounter"]["reference"],
+        *url
+    );
+    for o in of_type(&b, "Observation") {
+        assert_eq!(o["resource"]["encounter"]["reference"], *url);
+    }
+}
+
+#[test]
+fn an_order_refers_to_the_adt_encounter_and_never_writes_a_second_one() {
+    // Same PV1-19 in ADT and ORM: the same conditional criteria and fullUrl, so the order
+    // finds the visit the ADT wrote (IG ORM_O01 PATIENT_VISIT.PV1 → PV1[Encounter]).
+    let adt_b = adt("A01", "I", "");
+    let adt_enc = one(&adt_b, "Encounter");
+    let b = map(&crafted(
+        "MSH|^~\\&|HIS|HOSP|LIS|L|20240101||ORM^O01|E1|P|2.5.1
+PID|1||MRN123^^^MRN_AUTH^MR||Doe^Jane
+PV1|1|I|4W^401^B^HOSP||||||||||||||||V100^^^VISITS^VN
+ORC|NW|P88
+OBR|1|P88||U^Urine^L",
+    ));
+    let enc = one(&b, "Encounter");
+    assert_eq!(enc["request"]["method"], "POST");
+    assert_eq!(
+        format!(
+            "Encounter?{}",
+            enc["request"]["ifNoneExist"].as_str().unwrap()
+        ),
+        adt_enc["request"]["url"].as_str().unwrap()
+    );
+    assert_eq!(enc["fullUrl"], adt_enc["fullUrl"]);
+    assert_eq!(
+        one(&b, "ServiceRequest")["resource"]["encounter"]["reference"],
+        enc["fullUrl"]
+    );
+    // OML_O21: only the patient's visit; the PV1s of PRIOR_RESULT groups are not mapped.
+    let b = map(&sample("microsoft-fhir-converter/OML-O21-03.hl7"));
+    let enc = one(&b, "Encounter");
+    assert!(has_identifier(&enc["resource"], "5001"));
+}
+
+#[test]
+fn pid_10_and_22_become_us_core_race_and_ethnicity() {
+    // PID[Patient]: PID-10/PID-22 → the realm's extension (US Core race / ethnicity):
+    // ombCategory for OMB codes of CDCREC (or HL70005 / HL70189), text always.
+    let b = map(&sample("microsoft-fhir-converter/ADT-A01-01.hl7"));
+    let p = &one(&b, "Patient")["resource"];
+    let ext = p["extension"].as_array().unwrap();
+    let race = ext
+        .iter()
+        .find(|e| e["url"] == "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race")
+        .unwrap();
+    let omb: Vec<&str> = race["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["url"] == "ombCategory")
+        .map(|e| {
+            assert_eq!(
+                e["valueCoding"]["system"],
+                "urn:oid:2.16.840.1.113883.6.238"
+            );
+            e["valueCoding"]["code"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(omb, ["2106-3", "2028-9"]);
+    assert_eq!(race["extension"][2]["url"], "text");
+    assert_eq!(race["extension"][2]["valueString"], "White, Asian");
+    let eth = ext
+        .iter()
+        .find(|e| e["url"] == "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity")
+        .unwrap();
+    assert_eq!(eth["extension"][0]["url"], "ombCategory");
+    assert_eq!(eth["extension"][0]["valueCoding"]["code"], "2186-5");
+    assert_eq!(eth["extension"][1]["valueString"], "NOT HISPANIC OR LATINO");
+}
+
+#[test]
+fn race_outside_the_cdc_code_system_keeps_only_its_text() {
+    // PID-10 "Caucasian" without a coding system: the US Core race extension with text only.
+    let b = map(&sample(
+        "linuxforhealth-hl7v2-fhir-converter/ORU-multiline-short.hl7",
+    ));
+    let p = &one(&b, "Patient")["resource"];
+    assert_eq!(
+        p["extension"],
+        serde_json::json!([{
+            "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+            "extension": [{"url": "text", "valueString": "Caucasian"}],
+        }])
+    );
+    // A non-OMB CDCREC code is "detailed"; HL70189 H is the OMB category 2135-2.
+    let b = map(&crafted(
+        "MSH|^~\\&|A|F|B|C|20240101||ADT^A28|1|P|2.5.1
+PID|1||42^^^^MR||X^Y|||F||2034-7^Chinese^CDCREC||||||||||||H^Hispanic^HL70189",
+    ));
+    let ext = &one(&b, "Patient")["resource"]["extension"];
+    assert_eq!(ext[0]["extension"][0]["url"], "detailed");
+    assert_eq!(ext[0]["extension"][0]["valueCoding"]["code"], "2034-7");
+    assert_eq!(ext[0]["extension"][1]["valueString"], "Chinese");
+    assert_eq!(ext[1]["extension"][0]["valueCoding"]["code"], "2135-2");
+    assert_eq!(ext[1]["extension"][1]["valueString"], "Hispanic");
+}
+
+#[test]
+fn guarantor_or_insured_with_the_patients_name_is_the_patient() {
+    // ADT01-23: GT1-3 and IN1-16 are the patient's own name (with local relationship code
+    // "1"): no RelatedPerson; IN1[Coverage] IN1-16/17 → subscriber(Patient).
+    let b = map(&sample("microsoft-fhir-converter/ADT01-23.hl7"));
+    assert!(of_type(&b, "RelatedPerson").is_empty(), "{b:#}");
+    let patient = &one(&b, "Patient")["fullUrl"];
+    let covs = of_type(&b, "Coverage");
+    assert!(
+        covs.iter()
+            .any(|c| c["resource"]["subscriber"]["reference"] == *patient)
+    );
+}

@@ -1,6 +1,14 @@
-//! ADT messages (IG message maps ADT_A01 ... ADT_A40): Patient, Encounter (PV1/PV2),
-//! Location (PV1-3 PL), Practitioner (PV1-7/8/17), AllergyIntolerance (AL1), Condition (DG1),
-//! Coverage (IN1).
+//! ADT messages (IG message maps ADT_A01 ... ADT_A40): Patient, Encounter (PV1/PV2 and the
+//! ROL/PRT of the visit), Location (PV1-3 PL), Practitioner (PV1-7/8/17, ROL-4, PRT-5),
+//! AllergyIntolerance (AL1), Condition (DG1), Procedure (PR1 and its ROL/PRT, see
+//! `procedure.rs`), RelatedPerson (GT1, IN1-16 insured, see `related.rs`), Coverage and its
+//! payor Organization (IN1).
+//!
+//! ROL and PRT segments are read in the group they follow (ADT_A01 structure): after PID/PD1
+//! a `PP` (primary care provider) role becomes Patient.generalPractitioner
+//! (`ROL[Patient-GeneralPractitioner]`; other patient roles, IG `ROL[CareTeam]`, are not
+//! mapped); after PV1/PV2 an Encounter.participant (`ROL[Encounter-PractitionerRole]`); after
+//! PR1 a Procedure.performer. ROL/PRT anywhere else (insurance, ...) are not mapped.
 //!
 //! Encounter.status per trigger event (R4 encounter-status):
 //!
@@ -26,7 +34,7 @@ use super::datatypes::{Ident, concept, cwe, cx, ei, opt_ts};
 use super::error::MappingError;
 use super::patient::{self, PatientRef};
 use super::v2::{Rep, Seg, segments};
-use super::{Ctx, practitioner_ref, reference};
+use super::{Ctx, practitioner_ref, procedure, reference, related, role};
 use serde_json::{Value, json};
 
 const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
@@ -54,11 +62,50 @@ pub(crate) fn map(ctx: &mut Ctx, event: &str) -> Result<(), MappingError> {
         .ok_or_else(|| MappingError::MissingSegment {
             segment: "PID".into(),
         })?;
-    let extra: Vec<Seg> = segs
-        .iter()
-        .filter(|s| matches!(s.id(), "PD1" | "NK1"))
-        .copied()
-        .collect();
+    // ROL/PRT belong to the segment group they follow (ADT_A01: after PID/PD1 the patient,
+    // after PV1/PV2 the visit, after PR1 the procedure); elsewhere they are not mapped.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Within {
+        Patient,
+        Visit,
+        Procedure,
+        Other,
+    }
+    let mut within = Within::Other;
+    let mut extra: Vec<Seg> = Vec::new();
+    let mut visit_roles: Vec<Seg> = Vec::new();
+    let mut procedures: Vec<(Seg, Vec<Seg>)> = Vec::new();
+    for s in &segs {
+        match s.id() {
+            "PID" | "PD1" => {
+                if s.id() == "PD1" {
+                    extra.push(*s);
+                }
+                within = Within::Patient;
+            }
+            "NK1" => {
+                extra.push(*s);
+                within = Within::Other;
+            }
+            "PV1" | "PV2" => within = Within::Visit,
+            "PR1" => {
+                procedures.push((*s, Vec::new()));
+                within = Within::Procedure;
+            }
+            "ROL" | "PRT" => match within {
+                Within::Patient => extra.push(*s),
+                Within::Visit => visit_roles.push(*s),
+                Within::Procedure => {
+                    if let Some((_, roles)) = procedures.last_mut() {
+                        roles.push(*s);
+                    }
+                }
+                Within::Other => {}
+            },
+            "ARV" => {}
+            _ => within = Within::Other,
+        }
+    }
     let patient = patient::write(ctx, &pid, &extra, Write::Upsert)?;
     if matches!(event, "A28" | "A31") {
         return Ok(());
@@ -66,14 +113,28 @@ pub(crate) fn map(ctx: &mut Ctx, event: &str) -> Result<(), MappingError> {
     let encounter = match segs.iter().find(|s| s.id() == "PV1") {
         Some(pv1) => {
             let pv2 = segs.iter().find(|s| s.id() == "PV2").copied();
-            encounter(ctx, event, pv1, pv2.as_ref(), &patient)?
+            encounter(
+                ctx,
+                event,
+                pv1,
+                pv2.as_ref(),
+                &visit_roles,
+                &patient,
+                Write::Upsert,
+            )?
         }
         None => None,
     };
+    for (pr1, roles) in &procedures {
+        procedure::procedure(ctx, event, pr1, roles, &patient, encounter.as_ref())?;
+    }
     for s in &segs {
         match s.id() {
             "AL1" => allergy(ctx, s, &patient)?,
             "DG1" => condition(ctx, s, &patient, encounter.as_ref())?,
+            "GT1" => {
+                related::guarantor(ctx, s, &patient)?;
+            }
             "IN1" => coverage(ctx, s, &patient)?,
             _ => {}
         }
@@ -84,14 +145,23 @@ pub(crate) fn map(ctx: &mut Ctx, event: &str) -> Result<(), MappingError> {
 /// PV1 (+PV2) → Encounter: PV1-19 identifier, status per event (module table), PV1-2 class
 /// (v3-ActCode), PV1-4 type (v2-0007), PV1-10 serviceType (v2-0069), PV1-3 (and for A02
 /// PV1-6) location, PV1-7 ATND / PV1-8 REF / PV1-9 CON / PV1-17 ADM participants, PV1-44/45
-/// period, PV1-14 admitSource, PV1-36 dischargeDisposition, PV2-3 reasonCode. Returns the
-/// Encounter reference, `None` when no identifier could be built.
-fn encounter(
+/// period, PV1-14 admitSource, PV1-36 dischargeDisposition, PV2-3 reasonCode; the ROL/PRT
+/// segments of the visit (`roles`) add participants (IG `ROL[Encounter-PractitionerRole]`:
+/// ROL-3 → participant.type, ROL-4 → individual, ROL-5/6 → period). Returns the Encounter
+/// reference, `None` when no identifier could be built.
+///
+/// `event` is the ADT trigger event; any other value (`""` for ORU^R01, ORM^O01, OML^O21)
+/// derives the status from PV1 alone like A08. `write` is [`Write::Upsert`] in ADT (the
+/// ADT feed owns the visit) and [`Write::CreateIfAbsent`] in orders and results, which only
+/// create a visit they do not find by PV1-19 and never change one.
+pub(crate) fn encounter(
     ctx: &mut Ctx,
     event: &str,
     pv1: &Seg,
     pv2: Option<&Seg>,
+    roles: &[Seg],
     patient: &PatientRef,
+    write: Write,
 ) -> Result<Option<Value>, MappingError> {
     let start = opt_ts(pv1.v(44), "PV1-44")?;
     let end = opt_ts(pv1.v(45), "PV1-45")?;
@@ -164,6 +234,17 @@ fn encounter(
             }
         }
     }
+    for seg in roles {
+        if let Some(role) = role(ctx, seg)? {
+            for actor in role.actors {
+                participants.push(json!({
+                    "type": role.code.as_ref().map(|c| vec![c.clone()]),
+                    "individual": actor,
+                    "period": {"start": role.start, "end": role.end},
+                }));
+            }
+        }
+    }
     let end = if event == "A13" { None } else { end };
     let enc = json!({
         "resourceType": "Encounter",
@@ -185,11 +266,11 @@ fn encounter(
         },
         "location": locations,
     });
-    let url = ctx.bundle.add(enc, &key, Write::Upsert);
+    let url = ctx.bundle.add(enc, &key, write);
     Ok(Some(reference(&url)))
 }
 
-/// PL → Location hierarchy (IG PL[Location]): PL-1 point of care (physical type `wa`),
+/// PL → Location hierarchy (IG `PL[Location]`): PL-1 point of care (physical type `wa`),
 /// PL-2 room (`ro`), PL-3 bed (`bd`), each level `partOf` the one above, within the PL-4
 /// facility (else MSH-4). Each level is created when missing (`POST` + `ifNoneExist` on
 /// identifier [`LOCATION_SYSTEM`]|`facility/poc/room/bed`). Returns a reference to the most
@@ -305,10 +386,15 @@ fn condition(
     Ok(())
 }
 
-/// IN1 → Coverage: status `active`, IN1-36 policy number identifier (else
-/// `<patient>-coverage-<IN1-2 or IN1-3 or IN1-1>`), IN1-4 (else IN1-3) payor display, IN1-15
-/// type (v2-0086), IN1-12/13 period, IN1-17 relationship, IN1-49 subscriberId, beneficiary. Skipped
-/// when there is no payor at all.
+/// IN1 → Coverage (IG `IN1[Coverage]`): status `active`, IN1-36 policy number identifier (else
+/// `<patient>-coverage-<IN1-2 or IN1-3 or IN1-1>`), IN1-15 type (v2-0086), IN1-12/13
+/// period, IN1-17 relationship, IN1-49 subscriberId, beneficiary; payor: the insurance
+/// company (IN1-3 id, IN1-4 name, IN1-5 address) as an Organization created when missing
+/// (IG: IN1-4 → payor(Organization)), display-only without IN1-3; subscriber (IG IN1-16/17),
+/// only when IN1-17 is valued: the Patient when IN1-17 is `SEL` (self) or IN1-16 is the
+/// patient's name, else the insured person (IN1-16 name, IN1-17 relationship, IN1-18 birth
+/// date, IN1-19 address, IN1-43 sex) as a RelatedPerson of the patient, the same
+/// RelatedPerson as a GT1 guarantor of the same name. Skipped when there is no payor at all.
 fn coverage(ctx: &mut Ctx, in1: &Seg, patient: &PatientRef) -> Result<(), MappingError> {
     let Some(payor) = in1.vc(4, 1).or_else(|| in1.vc(3, 1)) else {
         return Ok(());
@@ -332,6 +418,24 @@ fn coverage(ctx: &mut Ctx, in1: &Seg, patient: &PatientRef) -> Result<(), Mappin
             patient.key.derived(&format!("coverage-{label}"))
         }
     };
+    let payor_ref = match in1.rep(3).and_then(|r| cx(ctx, &r, &sender)) {
+        Some(mut org_id) => {
+            org_id.type_code = None;
+            let org = json!({
+                "resourceType": "Organization",
+                "identifier": [org_id.to_json()],
+                "name": in1.vc(4, 1),
+                "address": in1.reps(5).iter().filter_map(super::datatypes::xad).collect::<Vec<_>>(),
+            });
+            let url = ctx.bundle.add(org, &org_id, Write::CreateIfAbsent);
+            json!({"reference": url, "display": payor})
+        }
+        None => json!({"display": payor}),
+    };
+    let subscriber = match in1.vc(17, 1) {
+        Some(_) => related::insured(ctx, in1, patient)?,
+        None => None,
+    };
     let res = json!({
         "resourceType": "Coverage",
         "identifier": [key.to_json()],
@@ -344,7 +448,8 @@ fn coverage(ctx: &mut Ctx, in1: &Seg, patient: &PatientRef) -> Result<(), Mappin
             "start": opt_ts(in1.v(12), "IN1-12")?.map(|d| d.date_time),
             "end": opt_ts(in1.v(13), "IN1-13")?.map(|d| d.date_time),
         },
-        "payor": [{"display": payor}],
+        "subscriber": subscriber,
+        "payor": [payor_ref],
     });
     ctx.bundle.add(res, &key, Write::Upsert);
     Ok(())

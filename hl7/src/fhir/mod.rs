@@ -10,24 +10,27 @@
 //!
 //! | file | what | IG sections |
 //! |---|---|---|
-//! | `mod.rs` | [`MappingConfig`], [`to_transaction`], dispatch on MSH-9, practitioners (XCN), notes (NTE) | Message Maps |
+//! | `mod.rs` | [`MappingConfig`], [`to_transaction`], dispatch on MSH-9, practitioners (XCN), roles (ROL, PRT), notes (NTE) | Message Maps, `XCN[Practitioner]`, person part of `ROL[Encounter-PractitionerRole]` / `PRT[PractitionerRole]` |
 //! | `error.rs` | [`MappingError`] | — |
 //! | `bundle.rs` | the Bundle under construction, criteria encoding, deterministic `urn:uuid` | — |
 //! | `v2.rs` | segment access: unescaped, trimmed values, `""` read as absent | — |
 //! | `datatypes.rs` | CX, EI, HD, XPN, XAD, XTN, CWE/CE, TS/DTM/DT, NM, XCN | Datatype Maps |
-//! | `patient.rs` | PID, PD1, NK1 → Patient; MRG (A40 merge) | `PID[Patient]`, `PD1[Patient]`, NK1, MRG |
-//! | `adt.rs` | ADT events; PV1/PV2 → Encounter, PL → Location; AL1, DG1, IN1 | ADT_A01 ... ADT_A40, `PV1[Encounter]`, `AL1[AllergyIntolerance]`, `DG1[Condition]`, `IN1[Coverage]` |
-//! | `orders.rs` | ORU^R01, ORM^O01, OML^O21; ORC/OBR → ServiceRequest, OBR → DiagnosticReport, SPM → Specimen | ORU_R01, OML_O21, `ORC[ServiceRequest]`, `OBR[ServiceRequest]`, `OBR[DiagnosticReport]`, `SPM[Specimen]` |
+//! | `patient.rs` | PID, PD1, NK1 → Patient (PID-10/22 → US Core race/ethnicity); ROL/PRT `PP` → generalPractitioner; MRG (A40 merge) | `PID[Patient]`, `PD1[Patient]`, NK1, `ROL[Patient-GeneralPractitioner]`, `PRT[Patient-GeneralPractitioner-Practitioner]`, MRG |
+//! | `adt.rs` | ADT events; PV1/PV2 (+ their ROL/PRT) → Encounter, PL → Location; AL1, DG1, IN1 (+ payor Organization, subscriber) | ADT_A01 ... ADT_A40, `PV1[Encounter]`, `ROL[Encounter-PractitionerRole]`, `AL1[AllergyIntolerance]`, `DG1[Condition]`, `IN1[Coverage]` |
+//! | `procedure.rs` | PR1 (+ its ROL/PRT) → Procedure | ADT_A01 PROCEDURE, `PR1[Procedure]` |
+//! | `related.rs` | GT1 guarantor, IN1-16 insured → RelatedPerson | `NK1[RelatedPerson]` pattern (no GT1 map in the IG), `IN1[Coverage]` subscriber |
+//! | `orders.rs` | ORU^R01, ORM^O01, OML^O21; ORC/OBR → ServiceRequest, TQ1 → ServiceRequest occurrence/priority, OBR → DiagnosticReport, SPM → Specimen, PV1 → Encounter (create when absent) | ORU_R01, ORM_O01, OML_O21, `ORC[ServiceRequest]`, `OBR[ServiceRequest]`, `TQ1[ServiceRequest]`, `OBR[DiagnosticReport]`, `SPM[Specimen]`, `PV1[Encounter]` |
 //! | `observation.rs` | OBX → Observation (`value[x]` by OBX-2, referenceRange, interpretation, status) | `OBX[Observation]` |
 //!
 //! # Writes: every entry is idempotent
 //!
 //! Every entry is either a conditional update `PUT Type?identifier=system|value` (the message
-//! is the source of truth for that resource: Patient in ADT, Encounter, ServiceRequest,
-//! DiagnosticReport, Observation, Specimen, AllergyIntolerance, Condition, Coverage) or a
-//! conditional create `POST Type` + `ifNoneExist: identifier=system|value` (create when
-//! missing, never overwrite: Practitioner, Location, and the Patient of an order or result
-//! message, whose demographics belong to the ADT feed). Mapping and posting the same message
+//! is the source of truth for that resource: Patient and Encounter in ADT, ServiceRequest,
+//! DiagnosticReport, Observation, Specimen, AllergyIntolerance, Condition, Procedure,
+//! RelatedPerson, Coverage) or a conditional create `POST Type` + `ifNoneExist:
+//! identifier=system|value` (create when missing, never overwrite: Practitioner, Location,
+//! Organization, and the Patient and Encounter of an order or result message, whose
+//! demographics and visit belong to the ADT feed). Mapping and posting the same message
 //! twice therefore changes nothing the second time. `fullUrl`s are `urn:uuid:`s derived from
 //! type and criteria, so the Bundle of a message is the same on every run.
 //!
@@ -35,7 +38,9 @@
 //! Encounter by PV1-19 (type VN); ServiceRequest by placer number ORC-2/OBR-2 (type PLAC),
 //! else filler ORC-3/OBR-3 (FILL); DiagnosticReport by filler number (else placer);
 //! Observation by `<report identifier>-<OBX-1>`; Specimen by SPM-2; Practitioner by XCN-1;
-//! Location by its place path. Systems: see [`MappingConfig`].
+//! Location by its place path; Procedure by PR1-19, else `<MRN>-procedure-<PR1-3.1>-<PR1-5>`;
+//! RelatedPerson by `<MRN>-related-<FAMILY>-<GIVEN>`; Organization (payor) by IN1-3.
+//! Systems: see [`MappingConfig`].
 //!
 //! # Dates and times
 //!
@@ -49,8 +54,15 @@
 //!
 //! # Not mapped
 //!
-//! OBX segments of ADT messages, PR1, GT1, ROL/PRT, TQ1, and any Z-segment are ignored.
-//! A40 does not move other resources' references to the surviving patient (see `patient.rs`).
+//! OBX segments of ADT messages and any Z-segment are ignored. Also left out: ROL/PRT roles
+//! other than the patient's `PP` (IG `ROL[CareTeam]` / `PRT[CareTeam]`), ROL/PRT of the insurance
+//! group, PRT in orders and results (`PRT[PractitionerRole]`, `PRT[Device]`,
+//! `PRT[Observation-Location]`); no PractitionerRole is written (persons are referenced as
+//! Practitioners); PR1-25 parent procedure (partOf would need a conditional reference that
+//! fails when the parent is unknown); GT1 of an organization (GT1-21) and GT1/IN1 outside
+//! ADT; TQ1-2..6 and TQ1-13/14 (quantity, repeat pattern, durations, counts); PV1 of
+//! OML_O21 prior results; PR1 in A28/A31 (those write the Patient only). A40 does not move
+//! other resources' references to the surviving patient (see `patient.rs`).
 
 mod adt;
 mod bundle;
@@ -59,6 +71,8 @@ mod error;
 mod observation;
 mod orders;
 mod patient;
+mod procedure;
+mod related;
 mod v2;
 
 pub use bundle::encode_criteria_value;
@@ -105,9 +119,10 @@ impl Default for MappingConfig {
 ///
 /// Supported (MSH-9.1 ^ MSH-9.2; MSH-9.2 falls back to EVN-1 for ADT):
 /// * `ADT` A01, A02, A03, A04, A05, A08, A11, A12, A13 (Patient, Encounter, Location,
-///   Practitioner, AllergyIntolerance, Condition, Coverage), A28, A31 (Patient), A40 (merge);
-/// * `ORU^R01` (DiagnosticReport, Observation, ServiceRequest, Specimen);
-/// * `ORM^O01`, `OML^O21` (ServiceRequest, Specimen, Observation for order OBX).
+///   Practitioner, AllergyIntolerance, Condition, Procedure, RelatedPerson, Coverage,
+///   Organization), A28, A31 (Patient), A40 (merge);
+/// * `ORU^R01` (DiagnosticReport, Observation, ServiceRequest, Specimen, Encounter);
+/// * `ORM^O01`, `OML^O21` (ServiceRequest, Specimen, Observation for order OBX, Encounter).
 ///
 /// # Errors
 /// [`MappingError::UnsupportedMessageType`] / [`MappingError::UnsupportedEvent`] (AR) for
@@ -195,6 +210,63 @@ pub(crate) fn practitioner_ref(ctx: &mut Ctx, rep: &Rep) -> Option<Value> {
     });
     let url = ctx.bundle.add(resource, &id, Write::CreateIfAbsent);
     Some(json!({"reference": url, "display": display}))
+}
+
+/// One ROL or PRT segment read as a role played by practitioners.
+pub(crate) struct Role {
+    /// ROL-3 / PRT-4 as a CodeableConcept (CWE; table 0443 provider role, 0912 participation).
+    pub(crate) code: Option<Value>,
+    /// References to the Practitioners of ROL-4 / PRT-5 (one per XCN repetition), see
+    /// [`practitioner_ref`].
+    pub(crate) actors: Vec<Value>,
+    /// ROL-5 / PRT-11 begin date/time (FHIR dateTime).
+    pub(crate) start: Option<String>,
+    /// ROL-6 / PRT-12 end date/time (FHIR dateTime).
+    pub(crate) end: Option<String>,
+}
+
+/// The role code of a ROL (ROL-3.1, HL7 v2 chapter 15 "Role") or PRT (PRT-4.1, chapter 7
+/// "Participation Information") segment and its coding system (ROL-3.3 / PRT-4.3), used to
+/// pick the IG map (e.g. `PP` + `HL70443` → `ROL[Patient-GeneralPractitioner]`).
+pub(crate) fn role_code(seg: &Seg) -> (Option<String>, Option<String>) {
+    let f = if seg.id() == "PRT" { 4 } else { 3 };
+    (seg.vc(f, 1), seg.vc(f, 3))
+}
+
+/// ROL (chapter 15: ROL-2 action code, ROL-3 role, ROL-4 person XCN, ROL-5/6 begin/end) or
+/// PRT (chapter 7: PRT-2 action code, PRT-4 role of participation, PRT-5 person XCN,
+/// PRT-11/12 begin/end) → [`Role`], following the person part of the IG maps
+/// `ROL[Encounter-PractitionerRole]` and `PRT[PractitionerRole]` (the person is referenced as a
+/// Practitioner, no PractitionerRole is written). `None` for a role being deleted (action
+/// code `DE`) or without any person.
+///
+/// # Errors
+/// [`MappingError::InvalidValue`] for a malformed begin or end date/time.
+pub(crate) fn role(ctx: &mut Ctx, seg: &Seg) -> Result<Option<Role>, MappingError> {
+    let (role_f, person_f, start_f, end_f) = match seg.id() {
+        "ROL" => (3, 4, 5, 6),
+        "PRT" => (4, 5, 11, 12),
+        _ => return Ok(None),
+    };
+    if seg.v(2).as_deref() == Some("DE") {
+        return Ok(None);
+    }
+    let start = datatypes::opt_ts(seg.v(start_f), &seg.loc(start_f))?;
+    let end = datatypes::opt_ts(seg.v(end_f), &seg.loc(end_f))?;
+    let actors: Vec<Value> = seg
+        .reps(person_f)
+        .iter()
+        .filter_map(|r| practitioner_ref(ctx, r))
+        .collect();
+    if actors.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Role {
+        code: seg.rep(role_f).and_then(|r| datatypes::cwe(&r)),
+        actors,
+        start: start.map(|s| s.date_time),
+        end: end.map(|s| s.date_time),
+    }))
 }
 
 /// NTE segments → Annotations (NTE-3 comment repetitions joined by newlines).

@@ -1,11 +1,18 @@
 //! Orders and results (IG message maps ORU_R01, ORM_O01, OML_O21; segment maps
-//! ORC[ServiceRequest], OBR[ServiceRequest], OBR[DiagnosticReport], SPM[Specimen]).
+//! `ORC[ServiceRequest]`, `OBR[ServiceRequest]`, `OBR[DiagnosticReport]`, `SPM[Specimen]`).
 //!
 //! Segments are grouped in message order: PID starts a patient; ORC, or an OBR not preceded
 //! by its own ORC, starts an order; OBX, SPM and NTE attach to the current order (an NTE to
 //! the OBX before it, else to the order). An OBX before any ORC/OBR is a segment sequence
-//! error (the message is refused rather than a result dropped); NTE before any ORC/OBR and
-//! PV1 are not mapped.
+//! error (the message is refused rather than a result dropped); NTE before any ORC/OBR is not
+//! mapped. TQ1 attaches to the current order (see [`timing`]).
+//!
+//! PV1/PV2 between a PID and that patient's first order are the patient's visit: an
+//! Encounter matched on PV1-19 (the ADT `PV1[Encounter]` mapping, status from PV1 alone as for
+//! A08) written `POST` + `ifNoneExist`, so an order or result creates the visit only when the
+//! ADT feed has not, never a second one and never a status change; ServiceRequest,
+//! DiagnosticReport and Observation then refer to it (`encounter`). A PV1 after an order
+//! group (OML_O21 PRIOR_RESULT visits) is not mapped.
 //!
 //! Order numbers: placer ORC-2 (else OBR-2), filler ORC-3 (else OBR-3), as EI. When EI-2..4
 //! are empty the system comes from the facility that assigned the number: in ORM/OML the
@@ -26,6 +33,7 @@
 //! P → `preliminary`, C → `corrected`, F → `final`, X → `cancelled`, else `unknown`. R4
 //! DiagnosticReport has no `note`: NTEs after OBR go to the ServiceRequest.
 
+use super::adt;
 use super::bundle::Write;
 use super::datatypes::{Ident, cwe, ei, opt_ts};
 use super::error::MappingError;
@@ -51,6 +59,8 @@ struct Group<'m> {
     order_notes: Vec<Seg<'m>>,
     obx: Vec<(Seg<'m>, Vec<Seg<'m>>)>,
     spm: Vec<Seg<'m>>,
+    /// TQ1 timing/quantity segments of the order (ORDER.TIMING, ORU ORDER_OBSERVATION.TIMING_QTY).
+    tq1: Vec<Seg<'m>>,
     /// Whether the last OBX/SPM/order segment seen was an OBX (NTE then belongs to it).
     last_obx: bool,
 }
@@ -64,6 +74,7 @@ impl<'m> Group<'m> {
             order_notes: Vec::new(),
             obx: Vec::new(),
             spm: Vec::new(),
+            tq1: Vec::new(),
             last_obx: false,
         }
     }
@@ -71,17 +82,34 @@ impl<'m> Group<'m> {
 
 pub(crate) fn map(ctx: &mut Ctx, kind: Kind) -> Result<(), MappingError> {
     let segs = segments(ctx.msg);
-    let mut pids: Vec<(Seg, Vec<Seg>)> = Vec::new();
+    let mut pids: Vec<PatientSegs> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     for s in segs {
         match s.id() {
-            "PID" => pids.push((s, Vec::new())),
-            "PD1" | "NK1" => {
+            "PID" => pids.push(PatientSegs {
+                pid: s,
+                extra: Vec::new(),
+                pv1: None,
+                pv2: None,
+            }),
+            // Patient-level segments: only before the first order of that patient (a PV1
+            // inside an order group is a prior result's visit, OML_O21 PRIOR_RESULT).
+            "PD1" | "NK1" | "PV1" | "PV2" => {
                 let n = pids.len();
                 if groups.last().is_none_or(|g| g.pid + 1 != n)
-                    && let Some((_, extra)) = pids.last_mut()
+                    && let Some(p) = pids.last_mut()
                 {
-                    extra.push(s);
+                    match s.id() {
+                        "PV1" if p.pv1.is_none() => p.pv1 = Some(s),
+                        "PV2" if p.pv2.is_none() => p.pv2 = Some(s),
+                        "PV1" | "PV2" => {}
+                        _ => p.extra.push(s),
+                    }
+                }
+            }
+            "TQ1" => {
+                if let Some(g) = groups.last_mut() {
+                    g.tq1.push(s);
                 }
             }
             "ORC" => {
@@ -135,12 +163,29 @@ pub(crate) fn map(ctx: &mut Ctx, kind: Kind) -> Result<(), MappingError> {
         });
     }
     let mut patients = Vec::new();
-    for (pid, extra) in &pids {
-        patients.push(if ctx.cfg.auto_create_patients {
-            patient::write(ctx, pid, extra, Write::CreateIfAbsent)?
+    let mut encounters = Vec::new();
+    for p in &pids {
+        let patient = if ctx.cfg.auto_create_patients {
+            patient::write(ctx, &p.pid, &p.extra, Write::CreateIfAbsent)?
         } else {
-            patient::refer(ctx, pid)?
-        });
+            patient::refer(ctx, &p.pid)?
+        };
+        // The visit of the order or result (IG ORU_R01 / ORM_O01 / OML_O21 PATIENT_VISIT:
+        // `PV1[Encounter]`), created when no Encounter has this PV1-19, never changed.
+        let encounter = match &p.pv1 {
+            Some(pv1) => adt::encounter(
+                ctx,
+                "",
+                pv1,
+                p.pv2.as_ref(),
+                &[],
+                &patient,
+                Write::CreateIfAbsent,
+            )?,
+            None => None,
+        };
+        patients.push(patient);
+        encounters.push(encounter);
     }
     if groups.is_empty() {
         return Err(MappingError::MissingSegment {
@@ -154,7 +199,8 @@ pub(crate) fn map(ctx: &mut Ctx, kind: Kind) -> Result<(), MappingError> {
             continue;
         }
         let p = patients.get(g.pid).unwrap_or(&patients[0]);
-        group(ctx, kind, g, i + 1, p)?;
+        let encounter = encounters.get(g.pid).cloned().flatten();
+        group(ctx, kind, g, i + 1, p, encounter.as_ref())?;
     }
     Ok(())
 }
@@ -194,12 +240,74 @@ fn report_status(code: Option<&str>) -> &'static str {
     }
 }
 
+/// The segments that describe one patient of the message: PID, its PD1/NK1, its visit.
+struct PatientSegs<'m> {
+    pid: Seg<'m>,
+    extra: Vec<Seg<'m>>,
+    pv1: Option<Seg<'m>>,
+    pv2: Option<Seg<'m>>,
+}
+
+/// What TQ1 gives a ServiceRequest (see [`timing`]).
+#[derive(Default)]
+struct Timing {
+    /// ServiceRequest.occurrenceTiming.
+    occurrence: Option<Value>,
+    /// ServiceRequest.priority (request-priority code).
+    priority: Option<&'static str>,
+    /// ServiceRequest.note additions.
+    notes: Vec<Value>,
+}
+
+/// TQ1 (HL7 v2 chapter 4 "Orders", TQ1 timing/quantity) → ServiceRequest per IG
+/// `TQ1[ServiceRequest]`: TQ1-7 start / TQ1-8 end → occurrenceTiming.repeat.boundsPeriod,
+/// TQ1-9 priority (table 0485 via IG ConceptMap table-hl70485-to-request-priority: S →
+/// `stat`, A → `asap`, R → `routine`; other codes have no R4 equivalent and are dropped),
+/// TQ1-11 text instruction → note. The first TQ1 with any of these fields is used (R4
+/// occurrence[x] and priority are single).
+///
+/// # Errors
+/// [`MappingError::InvalidValue`] for a malformed TQ1-7 or TQ1-8.
+fn timing(tq1s: &[Seg]) -> Result<Timing, MappingError> {
+    let Some(tq) = tq1s
+        .iter()
+        .find(|t| t.v(7).is_some() || t.v(8).is_some() || t.v(9).is_some() || t.v(11).is_some())
+    else {
+        return Ok(Timing::default());
+    };
+    let start = opt_ts(tq.v(7), "TQ1-7")?;
+    let end = opt_ts(tq.v(8), "TQ1-8")?;
+    let occurrence = (start.is_some() || end.is_some()).then(|| {
+        json!({"repeat": {"boundsPeriod": {
+            "start": start.map(|s| s.date_time),
+            "end": end.map(|e| e.date_time),
+        }}})
+    });
+    let priority = tq.v(9).and_then(|p| match p.to_ascii_uppercase().as_str() {
+        "S" => Some("stat"),
+        "A" => Some("asap"),
+        "R" => Some("routine"),
+        _ => None,
+    });
+    let notes = tq
+        .texts(11)
+        .into_iter()
+        .map(|t| json!({"text": t}))
+        .collect();
+    Ok(Timing {
+        occurrence,
+        priority,
+        notes,
+    })
+}
+
 fn group(
     ctx: &mut Ctx,
     kind: Kind,
     g: &Group,
     index: usize,
     patient: &PatientRef,
+    encounter: Option<&Value>,
 ) -> Result<(), MappingError> {
     let (placer_fac, filler_fac) = match kind {
         Kind::Order => (ctx.sender.clone(), ctx.receiver.clone()),
@@ -259,17 +367,27 @@ fn group(
                 .and_then(|r| practitioner_ref(ctx, &r)),
         };
         let authored = opt_ts(g.orc.and_then(|o| o.v(9)), "ORC-9")?;
+        let Timing {
+            occurrence,
+            priority,
+            notes: mut timing_notes,
+        } = timing(&g.tq1)?;
+        let mut sr_notes = notes(&g.order_notes);
+        sr_notes.append(&mut timing_notes);
         let sr = json!({
             "resourceType": "ServiceRequest",
             "identifier": [placer.as_ref().map(Ident::to_json), filler.as_ref().map(Ident::to_json)],
             "status": status,
             "intent": "order",
+            "priority": priority,
             "code": code,
             "subject": patient.reference,
+            "encounter": encounter,
+            "occurrenceTiming": occurrence,
             "authoredOn": authored.map(|d| d.date_time),
             "requester": requester,
             "specimen": specimens,
-            "note": notes(&g.order_notes),
+            "note": sr_notes,
         });
         sr_url = Some(ctx.bundle.add(sr, key, Write::Upsert));
     }
@@ -286,6 +404,7 @@ fn group(
                     let mut o = observation::observation(obx, notes(ntes), code.as_ref())?;
                     o["identifier"] = json!([key.to_json()]);
                     o["subject"] = patient.reference.clone();
+                    o["encounter"] = encounter.cloned().unwrap_or(Value::Null);
                     o["basedOn"] = json!(
                         sr_url
                             .as_deref()
@@ -341,6 +460,7 @@ fn group(
                         .collect::<Vec<_>>()
                 );
                 o["subject"] = patient.reference.clone();
+                o["encounter"] = encounter.cloned().unwrap_or(Value::Null);
                 o["performer"] = json!(performer.into_iter().collect::<Vec<_>>());
                 o["specimen"] = specimens.first().cloned().unwrap_or(Value::Null);
                 results.push(reference(&ctx.bundle.add(o, &key, Write::Upsert)));
@@ -356,6 +476,7 @@ fn group(
                 "status": report_status(obr25.as_deref()),
                 "code": code,
                 "subject": patient.reference,
+                "encounter": encounter,
                 "effectiveDateTime": effective.map(|d| d.date_time),
                 "issued": issued.and_then(|d| d.instant),
                 "specimen": specimens,

@@ -1,5 +1,5 @@
-//! Patient maps (IG "Segment Maps" PID[Patient], PD1[Patient], NK1[RelatedPerson] used here
-//! as Patient.contact, MRG[Patient] for A40 merges).
+//! Patient maps (IG "Segment Maps" `PID[Patient]`, `PD1[Patient]`, `NK1[RelatedPerson]` used here
+//! as Patient.contact, `MRG[Patient]` for A40 merges).
 //!
 //! The patient is matched by its first PID-3 repetition whose CX-5 is `MR`, else by its first
 //! PID-3 repetition (system from CX-4, see [`super::datatypes::authority_system`]).
@@ -7,7 +7,7 @@
 use super::bundle::Write;
 use super::datatypes::{Ident, cwe, cx, opt_ts, xad, xpn, xtn};
 use super::error::MappingError;
-use super::v2::Seg;
+use super::v2::{Rep, Seg};
 use super::{Ctx, practitioner_ref};
 use serde_json::{Value, json};
 
@@ -16,6 +16,21 @@ use serde_json::{Value, json};
 pub(crate) struct PatientRef {
     pub(crate) key: Ident,
     pub(crate) reference: Value,
+    /// PID-5 (first repetition) family and first given name, upper case: tells a guarantor
+    /// or insured who is the patient (see `related.rs`).
+    pub(crate) name: (String, String),
+}
+
+/// PID-5 first repetition → (XPN-1 family, XPN-2 given), upper case.
+fn name_key(pid: &Seg) -> (String, String) {
+    let name = pid.rep(5);
+    let part = |c| {
+        name.as_ref()
+            .and_then(|r| r.c(c))
+            .unwrap_or_default()
+            .to_uppercase()
+    };
+    (part(1), part(2))
 }
 
 /// PID-3 → identifiers (MissingField `PID-3` when no repetition has a CX-1) and the match key.
@@ -34,10 +49,13 @@ pub(crate) fn identifiers(ctx: &Ctx, pid: &Seg) -> Result<(Ident, Vec<Ident>), M
     Ok((key, ids))
 }
 
-/// PID (+ PD1, NK1 segments given) → Patient: PID-3 identifier, PID-5 name, PID-7 birthDate,
-/// PID-8 gender, PID-11 address, PID-13/14 telecom, PID-15 communication, PID-16
+/// PID (+ PD1, NK1, ROL, PRT segments given) → Patient: PID-3 identifier, PID-5 name, PID-7
+/// birthDate, PID-8 gender, PID-10 race and PID-22 ethnic group (US Core extensions, see
+/// [`race_ethnicity`]), PID-11 address, PID-13/14 telecom, PID-15 communication, PID-16
 /// maritalStatus, PID-24/25 multipleBirth, PID-29/30 deceased; PD1-4 generalPractitioner;
-/// NK1-2..7 contact.
+/// NK1-2..7 contact; ROL with ROL-3 `PP` (table 0443 primary care provider) → ROL-4
+/// generalPractitioner (IG `ROL[Patient-GeneralPractitioner]`), PRT with PRT-4 `PP` → PRT-5
+/// generalPractitioner (IG `PRT[Patient-GeneralPractitioner-Practitioner]`).
 pub(crate) fn resource(
     ctx: &mut Ctx,
     pid: &Seg,
@@ -70,6 +88,7 @@ pub(crate) fn resource(
         "address": pid.reps(11).iter().filter_map(xad).collect::<Vec<_>>(),
         "maritalStatus": pid.rep(16).and_then(|r| cwe(&r)),
         "communication": pid.rep(15).and_then(|r| cwe(&r)).map(|l| vec![json!({"language": l})]),
+        "extension": race_ethnicity(pid),
     });
     match (opt_ts(pid.v(29), "PID-29")?, pid.v(30).as_deref()) {
         (Some(d), _) => p["deceasedDateTime"] = json!(d.date_time),
@@ -102,12 +121,154 @@ pub(crate) fn resource(
                     contacts.push(c);
                 }
             }
+            "ROL" | "PRT" => {
+                let (code, system) = super::role_code(s);
+                let system_ok = system
+                    .as_deref()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("HL70443"));
+                if code.as_deref() == Some("PP")
+                    && system_ok
+                    && let Some(role) = super::role(ctx, s)?
+                {
+                    gps.extend(role.actors);
+                }
+            }
             _ => {}
         }
     }
     p["generalPractitioner"] = json!(gps);
     p["contact"] = json!(contacts);
     Ok(p)
+}
+
+/// US Core race extension (PID-10 → `us-core-race`).
+pub(crate) const US_CORE_RACE: &str =
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race";
+/// US Core ethnicity extension (PID-22 → `us-core-ethnicity`).
+pub(crate) const US_CORE_ETHNICITY: &str =
+    "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity";
+/// CDC Race & Ethnicity code system (CDCREC).
+pub(crate) const CDC_RACE_ETHNICITY: &str = "urn:oid:2.16.840.1.113883.6.238";
+/// OMB race categories (US Core ombCategory of us-core-race).
+const OMB_RACE: [(&str, &str); 5] = [
+    ("1002-5", "American Indian or Alaska Native"),
+    ("2028-9", "Asian"),
+    ("2054-5", "Black or African American"),
+    ("2076-8", "Native Hawaiian or Other Pacific Islander"),
+    ("2106-3", "White"),
+];
+/// OMB ethnicity categories (US Core ombCategory of us-core-ethnicity).
+const OMB_ETHNICITY: [(&str, &str); 2] = [
+    ("2135-2", "Hispanic or Latino"),
+    ("2186-5", "Not Hispanic or Latino"),
+];
+
+/// The CDC race/ethnicity code of a CWE (CWE-1..3, else the alternate CWE-4..6) when its
+/// coding system is CDCREC (`CDCREC`, `2.16.840.1.113883.6.238`) or the v2 table (`HL70005`
+/// race, `HL70189` ethnic group; table 0189 `H`/`N` are read as 2135-2/2186-5) and the code
+/// has the CDCREC form `NNNN-N`.
+fn cdc_code(rep: &Rep, table: &str) -> Option<String> {
+    for (code_c, sys_c) in [(1, 3), (4, 6)] {
+        let (Some(code), Some(sys)) = (rep.c(code_c), rep.c(sys_c)) else {
+            continue;
+        };
+        let sys = sys.to_ascii_uppercase();
+        let sys = sys.strip_prefix("URN:OID:").unwrap_or(&sys);
+        if sys != "CDCREC" && sys != "2.16.840.1.113883.6.238" && sys != table {
+            continue;
+        }
+        let code = match (table, code.as_str()) {
+            ("HL70189", "H") => "2135-2".to_owned(),
+            ("HL70189", "N") => "2186-5".to_owned(),
+            _ => code,
+        };
+        let cdc_form = code.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && b.len() == 1
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        });
+        if cdc_form {
+            return Some(code);
+        }
+    }
+    None
+}
+
+/// One US Core race or ethnicity extension from the repetitions of PID-10 or PID-22:
+/// CDC codes in an OMB category → `ombCategory` (at most `max_omb`), other CDC codes →
+/// `detailed`, and always `text` (CWE-9, else CWE-2, else the OMB display, else CWE-1 of
+/// each repetition, joined by `, `). A value not in the CDC system keeps only its text.
+fn omb_extension(
+    url: &str,
+    reps: &[Rep],
+    omb: &[(&str, &str)],
+    table: &str,
+    max_omb: usize,
+) -> Option<Value> {
+    let mut categories: Vec<Value> = Vec::new();
+    let mut detailed: Vec<Value> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for r in reps {
+        let code = cdc_code(r, table);
+        let category = code
+            .as_deref()
+            .and_then(|c| omb.iter().find(|(o, _)| *o == c));
+        let text = r
+            .c(9)
+            .or_else(|| r.c(2))
+            .or_else(|| category.map(|(_, d)| (*d).to_owned()))
+            .or_else(|| r.c(1));
+        if let Some(t) = text
+            && !texts.contains(&t)
+        {
+            texts.push(t);
+        }
+        match (category, code) {
+            (Some((c, d)), _) => {
+                let coding = json!({"system": CDC_RACE_ETHNICITY, "code": c, "display": d});
+                if categories.len() < max_omb
+                    && !categories.iter().any(|e| e["valueCoding"] == coding)
+                {
+                    categories.push(json!({"url": "ombCategory", "valueCoding": coding}));
+                }
+            }
+            (None, Some(c)) => {
+                let coding = json!({"system": CDC_RACE_ETHNICITY, "code": c, "display": r.c(2)});
+                detailed.push(json!({"url": "detailed", "valueCoding": coding}));
+            }
+            (None, None) => {}
+        }
+    }
+    if texts.is_empty() {
+        return None;
+    }
+    let mut ext = categories;
+    ext.extend(detailed);
+    ext.push(json!({"url": "text", "valueString": texts.join(", ")}));
+    Some(json!({"url": url, "extension": ext}))
+}
+
+/// PID-10 race → US Core race extension, PID-22 ethnic group → US Core ethnicity extension
+/// (the IG's `PID[Patient]` map leaves both to the realm's extension, "e.g., for US = US Core";
+/// US Core 6 StructureDefinitions us-core-race: ombCategory 0..5, detailed 0..*, text 1..1,
+/// us-core-ethnicity: ombCategory 0..1, detailed 0..*, text 1..1). Codes count when their
+/// system is CDCREC (urn:oid:2.16.840.1.113883.6.238) or HL70005 / HL70189; any other value
+/// keeps its text only.
+pub(crate) fn race_ethnicity(pid: &Seg) -> Vec<Value> {
+    [
+        omb_extension(US_CORE_RACE, &pid.reps(10), &OMB_RACE, "HL70005", 5),
+        omb_extension(
+            US_CORE_ETHNICITY,
+            &pid.reps(22),
+            &OMB_ETHNICITY,
+            "HL70189",
+            1,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// NK1 → Patient.contact: NK1-3 relationship, NK1-2 name, NK1-5/6 telecom, NK1-4 address.
@@ -140,6 +301,7 @@ pub(crate) fn write(
     Ok(PatientRef {
         key,
         reference: json!({"reference": url}),
+        name: name_key(pid),
     })
 }
 
@@ -148,7 +310,11 @@ pub(crate) fn write(
 pub(crate) fn refer(ctx: &Ctx, pid: &Seg) -> Result<PatientRef, MappingError> {
     let (key, _) = identifiers(ctx, pid)?;
     let reference = json!({"reference": key.conditional("Patient")});
-    Ok(PatientRef { key, reference })
+    Ok(PatientRef {
+        key,
+        reference,
+        name: name_key(pid),
+    })
 }
 
 /// ADT^A40 "merge patient - patient identifier list": for each PID/MRG pair, the survivor
