@@ -71,6 +71,16 @@ impl Compiler {
         self.bind(Bind::Text(s.to_string()))
     }
 
+    /// `?, ?, …` bound to the texts.
+    fn text_list(&mut self, items: &[&str]) {
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.text(item);
+        }
+    }
+
     /// `(?, ?, …)` of the keys.
     fn key_list(&mut self, keys: &[ParamKey]) {
         if let [one] = keys {
@@ -105,9 +115,47 @@ impl Compiler {
         }
     }
 
+    /// The conditions of several ANDed parameters on the resources alias `a`: the most
+    /// selective one ([`selectivity`]) drives the query as an index-driven `IN` sub-select;
+    /// the others are correlated `EXISTS` probes through the owner index `(rid)`, so a broad
+    /// condition (a date range, `value-quantity=gt100`) is never materialised whole.
+    fn params(&mut self, a: &str, res_type: Option<&str>, params: &[SearchParam]) {
+        let driver = params
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| can_drive(p))
+            .min_by_key(|(_, p)| selectivity(p))
+            .map(|(i, _)| i);
+        for (i, p) in params.iter().enumerate() {
+            if i > 0 {
+                self.push(" AND ");
+            }
+            self.param(a, res_type, p, Some(i) != driver);
+        }
+        if params.is_empty() {
+            self.push("1 = 1");
+        }
+    }
+
+    /// The `FROM … WHERE` head of an index sub-select on `table` aliased `x`: as a driver
+    /// `a.rid IN (SELECT x.rid FROM t x WHERE `, as a filter
+    /// `[NOT] EXISTS (SELECT 1 FROM t x WHERE x.rid = a.rid AND `.
+    fn probe(&mut self, a: &str, table: &str, x: &str, filter: bool, negate: bool) {
+        if filter || negate {
+            self.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
+            self.push(&format!(
+                "SELECT 1 FROM {table} {x} WHERE {x}.rid = {a}.rid AND "
+            ));
+        } else {
+            self.push(&format!(
+                "{a}.rid IN (SELECT {x}.rid FROM {table} {x} WHERE "
+            ));
+        }
+    }
+
     /// The condition of one parameter on the resources alias `a` (whose type is `res_type`
-    /// when known).
-    fn param(&mut self, a: &str, res_type: Option<&str>, p: &SearchParam) {
+    /// when known); `filter` selects the correlated `EXISTS` form (see [`Compiler::params`]).
+    fn param(&mut self, a: &str, res_type: Option<&str>, p: &SearchParam, filter: bool) {
         match p {
             SearchParam::Id(ids) => {
                 self.push(a).push(".id IN (");
@@ -136,16 +184,8 @@ impl Compiler {
                 negate,
             } => {
                 let x = self.alias("x");
-                self.push(a)
-                    .push(if *negate {
-                        ".rid NOT IN ("
-                    } else {
-                        ".rid IN ("
-                    })
-                    .push(&format!(
-                        "SELECT {x}.rid FROM {} {x} WHERE {x}.param",
-                        table.table()
-                    ));
+                self.probe(a, table.table(), &x, filter, *negate);
+                self.push(&x).push(".param");
                 self.key_list(keys);
                 self.push(" AND (");
                 for (i, c) in values.iter().enumerate() {
@@ -162,37 +202,34 @@ impl Compiler {
                 missing,
             } => {
                 let x = self.alias("x");
-                self.push(a)
-                    .push(if *missing {
-                        ".rid NOT IN ("
-                    } else {
-                        ".rid IN ("
-                    })
-                    .push(&format!(
-                        "SELECT {x}.rid FROM {} {x} WHERE {x}.param",
-                        table.table()
-                    ));
+                self.probe(a, table.table(), &x, true, *missing);
+                self.push(&x).push(".param");
                 self.key_list(keys);
                 self.push(")");
             }
             SearchParam::Composite { components, values } => {
                 let aliases: Vec<String> = components.iter().map(|_| self.alias("c")).collect();
-                let first = &aliases[0];
-                self.push(a)
-                    .push(".rid IN (SELECT ")
-                    .push(first)
-                    .push(".rid FROM ");
+                let first = aliases[0].clone();
+                let mut from = String::new();
                 for (i, ((table, _), c)) in components.iter().zip(&aliases).enumerate() {
                     if i == 0 {
-                        self.push(&format!("{} {c}", table.table()));
+                        from.push_str(&format!("{} {c}", table.table()));
                     } else {
-                        self.push(&format!(
+                        from.push_str(&format!(
                             " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp",
                             table.table()
                         ));
                     }
                 }
-                self.push(" WHERE ");
+                if filter {
+                    self.push(&format!(
+                        "EXISTS (SELECT 1 FROM {from} WHERE {first}.rid = {a}.rid AND "
+                    ));
+                } else {
+                    self.push(&format!(
+                        "{a}.rid IN (SELECT {first}.rid FROM {from} WHERE "
+                    ));
+                }
                 for (i, ((_, key), c)) in components.iter().zip(&aliases).enumerate() {
                     if i > 0 {
                         self.push(" AND ");
@@ -222,9 +259,8 @@ impl Compiler {
             } => {
                 let x = self.alias("x");
                 let t = self.alias("r");
-                self.push(a).push(&format!(
-                    ".rid IN (SELECT {x}.rid FROM search_reference {x} WHERE {x}.param"
-                ));
+                self.probe(a, "search_reference", &x, filter, false);
+                self.push(&x).push(".param");
                 self.key_list(keys);
                 self.push(&format!(" AND {x}.target_type = "))
                     .text(target_type)
@@ -235,7 +271,7 @@ impl Compiler {
                     .push(&format!(" AND {t}.deleted = "))
                     .bind(Bind::Bool(false))
                     .push(" AND ");
-                self.param(&t, Some(target_type), inner);
+                self.param(&t, Some(target_type), inner, false);
                 self.push("))");
             }
             SearchParam::Has {
@@ -245,9 +281,15 @@ impl Compiler {
             } => {
                 let x = self.alias("x");
                 let s = self.alias("r");
-                self.push(a).push(&format!(
-                    ".id IN (SELECT {x}.target_id FROM search_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid WHERE {x}.param"
-                ));
+                if filter {
+                    self.push(&format!(
+                        "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid WHERE {x}.target_id = {a}.id AND {x}.param"
+                    ));
+                } else {
+                    self.push(a).push(&format!(
+                        ".id IN (SELECT {x}.target_id FROM search_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid WHERE {x}.param"
+                    ));
+                }
                 self.key_list(keys);
                 self.push(&format!(" AND {x}.target_type = "));
                 match res_type {
@@ -263,7 +305,7 @@ impl Compiler {
                     .push(&format!(" AND {s}.deleted = "))
                     .bind(Bind::Bool(false))
                     .push(" AND ");
-                self.param(&s, Some(source_type), inner);
+                self.param(&s, Some(source_type), inner, false);
                 self.push(")");
             }
             SearchParam::Or(list) => {
@@ -272,7 +314,7 @@ impl Compiler {
                     if i > 0 {
                         self.push(" OR ");
                     }
-                    self.param(a, res_type, p);
+                    self.param(a, res_type, p, filter);
                 }
                 self.push(")");
             }
@@ -625,6 +667,58 @@ impl Compiler {
     }
 }
 
+/// `(res_type, id)` pairs grouped by type, in first-seen order.
+fn by_type(keys: &[(String, String)]) -> Vec<(&str, Vec<&str>)> {
+    let mut out: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (t, id) in keys {
+        match out.iter_mut().find(|(x, _)| x == t) {
+            Some((_, ids)) => ids.push(id),
+            None => out.push((t, vec![id])),
+        }
+    }
+    out
+}
+
+/// Whether a parameter can drive a query as an index sub-select (`:missing` and `:not`
+/// only exclude, and `_lastUpdated` is a column of `resources`).
+fn can_drive(p: &SearchParam) -> bool {
+    match p {
+        SearchParam::Match { negate, .. } => !negate,
+        SearchParam::Missing { .. } | SearchParam::LastUpdated(_) => false,
+        SearchParam::Or(list) => list.iter().all(can_drive),
+        _ => true,
+    }
+}
+
+/// A rough rank of how few resources a parameter matches (lower = fewer), to pick the
+/// driving sub-select without table statistics: ids and references to one resource first,
+/// then codes and exact strings, prefixes, composites, chains, and ranges last.
+fn selectivity(p: &SearchParam) -> u8 {
+    match p {
+        SearchParam::Id(_) | SearchParam::Resource { .. } => 0,
+        SearchParam::Match { values, .. } => values
+            .iter()
+            .map(|c| match c {
+                Criterion::Reference { .. } | Criterion::ReferenceUrl(_) => 1,
+                Criterion::Token(m) if m.value.is_some() => 2,
+                Criterion::StringExact(_) | Criterion::UriExact(_) => 2,
+                Criterion::StringStarts(s) if s.chars().count() >= 3 => 3,
+                Criterion::StringStarts(_) | Criterion::StringContains(_) => 5,
+                Criterion::UriBelow(_) | Criterion::UriAbove(_) => 4,
+                Criterion::Token(_) => 6,
+                Criterion::Date(_) | Criterion::Number(_) | Criterion::Quantity { .. } => 7,
+            })
+            .max()
+            .unwrap_or(9),
+        SearchParam::Composite { .. } => 3,
+        SearchParam::Chain { inner, .. } | SearchParam::Has { inner, .. } => {
+            4.max(selectivity(inner))
+        }
+        SearchParam::Or(list) => list.iter().map(selectivity).max().unwrap_or(9),
+        SearchParam::LastUpdated(_) | SearchParam::Missing { .. } => 9,
+    }
+}
+
 /// Escapes `%`, `_` and `\` for `LIKE … ESCAPE '\'`.
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -643,9 +737,9 @@ fn push_where(c: &mut Compiler, q: &SearchQuery) {
     c.type_filter("r", q);
     c.push(" AND r.deleted = ").bind(Bind::Bool(false));
     let res_type = (!q.res_type.is_empty()).then_some(q.res_type.as_str());
-    for p in &q.params {
+    if !q.params.is_empty() {
         c.push(" AND ");
-        c.param("r", res_type, p);
+        c.params("r", res_type, &q.params);
     }
 }
 
@@ -737,21 +831,21 @@ pub fn include(dialect: Dialect, inc: &Include, from: &[(String, String)], limit
             c.key_list(&inc.keys);
         }
         c.push(" AND (");
-        for (i, (t, id)) in from.iter().enumerate() {
+        for (i, (t, ids)) in by_type(from).iter().enumerate() {
             if i > 0 {
                 c.push(" OR ");
             }
-            c.push("(x.target_id = ")
-                .text(id)
-                .push(" AND x.target_type = ")
+            c.push("(x.target_type = ")
                 .text(t)
-                .push(")");
+                .push(" AND x.target_id IN (");
+            c.text_list(ids);
+            c.push("))");
         }
         c.push(")");
     } else {
         // Targets of the reference parameter of the `from` resources of source_type.
         c.push(
-            " FROM resources s JOIN search_reference x ON x.rid = s.rid \
+            " FROM search_reference x \
              JOIN resources r ON r.res_type = x.target_type AND r.id = x.target_id \
              JOIN resource_versions v ON v.res_type = r.res_type AND v.id = r.id \
              AND v.version_id = r.version_id WHERE r.deleted = ",
@@ -764,16 +858,15 @@ pub fn include(dialect: Dialect, inc: &Include, from: &[(String, String)], limit
         if let Some(t) = &inc.target_type {
             c.push(" AND x.target_type = ").text(t);
         }
-        c.push(" AND (");
-        for (i, (t, id)) in from.iter().enumerate() {
+        // The sources' rids through the unique (res_type, id) index, one IN list per type.
+        c.push(" AND x.rid IN (SELECT s.rid FROM resources s WHERE ");
+        for (i, (t, ids)) in by_type(from).iter().enumerate() {
             if i > 0 {
                 c.push(" OR ");
             }
-            c.push("(s.res_type = ")
-                .text(t)
-                .push(" AND s.id = ")
-                .text(id)
-                .push(")");
+            c.push("(s.res_type = ").text(t).push(" AND s.id IN (");
+            c.text_list(ids);
+            c.push("))");
         }
         c.push(")");
     }

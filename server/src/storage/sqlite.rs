@@ -49,10 +49,20 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .pragma("page_size", "8192")
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // Memory-mapped reads: index pages come from the page cache without a read()
+            // system call each (they were a fifth of the writer's time at 1M resources).
+            .pragma("mmap_size", "4294967296");
+        // The writer keeps a larger cache (the search-index b-trees it inserts into) and
+        // checkpoints the WAL less often, so a hot index page is copied back once per
+        // checkpoint rather than after every 1000 pages written.
+        let writer_opts = opts
+            .clone()
+            .pragma("cache_size", "-262144")
+            .pragma("wal_autocheckpoint", "8000");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(opts.clone())
+            .connect_with(writer_opts)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
