@@ -10,7 +10,8 @@ CREATE UNIQUE INDEX resources_rid ON resources (rid);
 DROP TABLE search_token;
 DROP TABLE search_reference;
 
--- In every table: rid = resources.rid; param = 64-bit FNV-1a hash of "<scope>.<code>"
+-- In every table: rid = resources.rid (the owner index (rid, param) serves per-resource
+-- probes: deletes on update, correlated EXISTS filters, _sort keys); param = 64-bit FNV-1a hash of "<scope>.<code>"
 -- (scope is the resource type, or "Resource" for parameters defined on Resource and
 -- DomainResource), so a parameter added later needs no migration; grp numbers the node of
 -- a composite parameter that component rows came from (NULL for ordinary rows).
@@ -25,7 +26,7 @@ CREATE TABLE search_string (
     exact TEXT    NOT NULL
 );
 CREATE INDEX search_string_lookup ON search_string (param, value, rid);
-CREATE INDEX search_string_owner ON search_string (rid);
+CREATE INDEX search_string_owner ON search_string (rid, param);
 
 -- token (search.html#token): system and code (either may be NULL).
 CREATE TABLE search_token (
@@ -36,7 +37,7 @@ CREATE TABLE search_token (
     code   TEXT
 );
 CREATE INDEX search_token_lookup ON search_token (param, code, system, rid);
-CREATE INDEX search_token_owner ON search_token (rid);
+CREATE INDEX search_token_owner ON search_token (rid, param);
 
 -- date (search.html#date): the value's range [low, high) in microseconds since the epoch, UTC.
 CREATE TABLE search_date (
@@ -48,7 +49,7 @@ CREATE TABLE search_date (
 );
 CREATE INDEX search_date_low ON search_date (param, low, rid);
 CREATE INDEX search_date_high ON search_date (param, high, rid);
-CREATE INDEX search_date_owner ON search_date (rid);
+CREATE INDEX search_date_owner ON search_date (rid, param);
 
 -- number (search.html#number).
 CREATE TABLE search_number (
@@ -58,7 +59,7 @@ CREATE TABLE search_number (
     value DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX search_number_lookup ON search_number (param, value, rid);
-CREATE INDEX search_number_owner ON search_number (rid);
+CREATE INDEX search_number_owner ON search_number (rid, param);
 
 -- quantity (search.html#quantity): as recorded, and in UCUM canonical units when convertible.
 CREATE TABLE search_quantity (
@@ -73,7 +74,7 @@ CREATE TABLE search_quantity (
 );
 CREATE INDEX search_quantity_lookup ON search_quantity (param, code, value, rid);
 CREATE INDEX search_quantity_canon ON search_quantity (param, canon_code, canon_value, rid);
-CREATE INDEX search_quantity_owner ON search_quantity (rid);
+CREATE INDEX search_quantity_owner ON search_quantity (rid, param);
 
 -- uri (search.html#uri).
 CREATE TABLE search_uri (
@@ -83,7 +84,7 @@ CREATE TABLE search_uri (
     value TEXT COLLATE "C" NOT NULL
 );
 CREATE INDEX search_uri_lookup ON search_uri (param, value, rid);
-CREATE INDEX search_uri_owner ON search_uri (rid);
+CREATE INDEX search_uri_owner ON search_uri (rid, param);
 
 -- reference (search.html#reference): target type and id for Type/id references; url for
 -- absolute and canonical references.
@@ -98,7 +99,7 @@ CREATE TABLE search_reference (
 CREATE INDEX search_reference_lookup ON search_reference (param, target_id, target_type, rid);
 CREATE INDEX search_reference_target ON search_reference (target_id, target_type);
 CREATE INDEX search_reference_url ON search_reference (param, url);
-CREATE INDEX search_reference_owner ON search_reference (rid);
+CREATE INDEX search_reference_owner ON search_reference (rid, param);
 
 -- Bookkeeping of the index: the definitions it was built with and reindex progress.
 CREATE TABLE search_index_state (

@@ -47,9 +47,15 @@ impl PgStore {
     /// Connects to `url` and runs `migrations/postgres`. The pool holds
     /// [`pool_size`] connections.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Search statements are prepared once and run with different values; a generic
+        // plan (PostgreSQL's default after five runs) cannot know that `value > 100` or one
+        // patient's id is selective and picked 10 s plans on 1M resources. Plan each run.
+        let options = url
+            .parse::<sqlx::postgres::PgConnectOptions>()?
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size())
-            .connect(url)
+            .connect_with(options)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         Ok(PgStore { pool })

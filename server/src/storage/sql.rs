@@ -47,6 +47,11 @@ impl Sql {
         }
     }
 
+    /// The SQL flavour this statement is written for.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     /// Appends SQL text (never user input).
     pub fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
