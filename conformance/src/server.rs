@@ -23,6 +23,8 @@ pub struct Server {
     /// Port of the HL7 v2 MLLP listener (`--mllp-listen`), kept across restarts.
     mllp_port: u16,
     extra_args: Vec<String>,
+    /// Started without `--no-auth` ([`Server::start_secure`]).
+    secure: bool,
     log_path: PathBuf,
     client: reqwest::Client,
     // Declared last: dropped after the process is gone.
@@ -49,19 +51,40 @@ fn log_tail(path: &Path, max_bytes: u64) -> String {
 }
 
 impl Server {
-    /// Start a server on a fresh database of the given backend.
+    /// Start a server on a fresh database of the given backend. Authentication is off
+    /// (`--no-auth`): the FHIR tests of the other issues talk to it without tokens; see
+    /// [`Server::start_secure`] for the real thing.
     pub async fn start(backend: Backend) -> Server {
         Self::start_with_args(backend, &[]).await
     }
 
-    /// Start a server on a fresh database with extra `mediflow serve` flags.
+    /// Start a server on a fresh database with extra `mediflow serve` flags (and
+    /// `--no-auth`, as [`Server::start`]).
     pub async fn start_with_args(backend: Backend, args: &[&str]) -> Server {
         let db = TestDb::new(backend).await;
         Self::start_on(db, args).await
     }
 
-    /// Start a server on an existing test database (e.g. one filled by `mediflow import`).
+    /// Start a server with authentication on (the default of `mediflow serve`: every FHIR
+    /// request but `metadata` needs a bearer token) on a fresh database. Tokens come from
+    /// `mediflow token` ([`Server::mint_token`]) or from `/auth/token`.
+    pub async fn start_secure(backend: Backend) -> Server {
+        let db = TestDb::new(backend).await;
+        Self::start_secure_on(db, &[]).await
+    }
+
+    /// [`Server::start_secure`] on an existing test database, with extra flags.
+    pub async fn start_secure_on(db: TestDb, args: &[&str]) -> Server {
+        Self::launch(db, args, true).await
+    }
+
+    /// Start a server (`--no-auth`) on an existing test database (e.g. one filled by
+    /// `mediflow import`).
     pub async fn start_on(db: TestDb, args: &[&str]) -> Server {
+        Self::launch(db, args, false).await
+    }
+
+    async fn launch(db: TestDb, args: &[&str], secure: bool) -> Server {
         let log_path = db.dir().join("server.log");
         let [port, mllp_port] = free_ports();
         let mut server = Server {
@@ -69,6 +92,7 @@ impl Server {
             port,
             mllp_port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            secure,
             log_path,
             client: new_client(),
             db,
@@ -91,6 +115,7 @@ impl Server {
             .arg("--database-url")
             .arg(self.db.url())
             .args(&self.extra_args)
+            .args(if self.secure { None } else { Some("--no-auth") })
             .envs_remove_all()
             // The server also listens for HL7 v2 over MLLP (default port 2575): give each
             // test server its own port so servers running in parallel do not collide.
@@ -156,6 +181,40 @@ impl Server {
         self.kill();
         self.client = new_client();
         self.spawn().await;
+    }
+
+    /// `mediflow token --client-id CLIENT --scope SCOPE [--patient ID]` on this server's
+    /// database and base URL: a valid access token.
+    pub async fn mint_token(&self, client_id: &str, scope: &str, patient: Option<&str>) -> String {
+        let mut args: Vec<String> = [
+            "token",
+            "--client-id",
+            client_id,
+            "--scope",
+            scope,
+            "--base-url",
+            &self.base(),
+            "--database-url",
+            self.db.url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(p) = patient {
+            args.extend(["--patient".to_string(), p.to_string()]);
+        }
+        let out = crate::run_mediflow(args).await;
+        assert!(
+            out.status.success(),
+            "mediflow token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The server root (the token issuer), e.g. `http://127.0.0.1:4321`.
+    pub fn root(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     pub fn backend(&self) -> Backend {

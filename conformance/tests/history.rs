@@ -223,9 +223,11 @@ async fn system_history_includes_all_types(server: Server) {
         .await;
     let pages = server.all_pages("_history").await;
     assert_history_bundle(&pages[0]);
+    // Every request also writes an AuditEvent (issue 5): those are left out here.
     let mut got: Vec<String> = pages
         .iter()
         .flat_map(entries)
+        .filter(|e| e["resource"]["resourceType"] != "AuditEvent")
         .map(|e| {
             format!(
                 "{}/{}",
@@ -345,9 +347,11 @@ async fn system_and_type_history_pages_cover_all_versions_once(server: Server) {
     ] {
         let pages = server.all_pages(path).await;
         assert!(pages.len() >= 3, "{path}: several pages");
+        // Every request also writes an AuditEvent (issue 5): those are left out here.
         let mut got: Vec<String> = pages
             .iter()
             .flat_map(entries)
+            .filter(|e| e["resource"]["resourceType"] != "AuditEvent")
             .map(|e| {
                 format!(
                     "{}/{}/{}",

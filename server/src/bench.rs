@@ -15,6 +15,10 @@
 //! - `bench mllp`: HL7 v2 ORU^R01 over MLLP from `--connections` connections: messages/second
 //!   and ACK latency p50/p99 (implemented in `crate::mllp::bench`).
 //!
+//! Against a `--server` with authorization on (issue 5), the requests carry the bearer
+//! token of `MEDIFLOW_TOKEN` (e.g. `MEDIFLOW_TOKEN=$(mediflow token --client-id bench
+//! --scope 'system/*.cruds')`); the in-process server runs without authentication.
+//!
 //! Figures are printed, never asserted: speed targets are checked by reading them.
 
 use std::path::PathBuf;
@@ -226,6 +230,21 @@ async fn bench_import(
     Ok(())
 }
 
+/// The load client: `clients` pooled connections, and `Authorization: Bearer
+/// $MEDIFLOW_TOKEN` on every request when that variable is set.
+fn http_client(clients: usize) -> StartResult<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("MEDIFLOW_TOKEN") {
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| "MEDIFLOW_TOKEN is not a valid header value")?;
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .default_headers(headers)
+        .build()?)
+}
+
 async fn bench_read(
     url: &str,
     server: Option<String>,
@@ -233,9 +252,7 @@ async fn bench_read(
     duration: Duration,
 ) -> StartResult<()> {
     let base = server_base(url, server).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
+    let client = http_client(clients)?;
     let patient = json!({"resourceType": "Patient", "name": [{"family": "Bench", "given": ["Read"]}], "birthDate": "1970-01-01"});
     let created = client
         .post(format!("{base}/Patient"))
@@ -279,9 +296,12 @@ async fn server_base(url: &str, server: Option<String>) -> StartResult<String> {
             let addr = listener.local_addr()?;
             let base = format!("http://{addr}/fhir");
             let ctx = server::context(url, base.clone()).await?;
+            let (auditor, _) = crate::auth::audit::Auditor::start(ctx.store.clone());
             let state = Arc::new(crate::http::AppState {
                 ctx,
                 max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+                security: Arc::new(crate::auth::Security::disabled(&base)),
+                auditor,
             });
             tokio::spawn(async move {
                 let _ = axum::serve(listener, crate::http::router(state)).await;
@@ -443,9 +463,7 @@ async fn bench_search(
     duration: Duration,
 ) -> StartResult<()> {
     let base = server_base(url, server).await?;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(clients)
-        .build()?;
+    let client = http_client(clients)?;
     let count = get_json(&client, &format!("{base}?_summary=count")).await?;
     println!(
         "bench search: {} resources, {clients} clients, {} s per query, {}",

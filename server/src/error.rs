@@ -13,6 +13,13 @@ use crate::storage::StoreError;
 /// issue type (R4 valueset-issue-type).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 401: no valid access token (SMART App Launch 2.0; RFC 6750 §3): answered with
+    /// `WWW-Authenticate: Bearer realm="MediFlow", error="invalid_token"`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's scopes do not allow the interaction (R4 security.html).
+    #[error("{0}")]
+    Forbidden(String),
     /// 400: malformed JSON, resourceType or id not matching the URL, bad parameters.
     #[error("{0}")]
     BadRequest(String),
@@ -63,6 +70,82 @@ fn summary(issues: &[Issue]) -> String {
         .join("; ")
 }
 
+/// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3).
+pub const WWW_AUTHENTICATE: &str = r#"Bearer realm="MediFlow", error="invalid_token""#;
+
+/// The error responses of the OAuth endpoints (`/auth/token`, `/auth/introspect`,
+/// `/auth/revoke`): RFC 6749 §5.2, a JSON object `{"error", "error_description"}`, not an
+/// OperationOutcome.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// 400 `invalid_request`: a required parameter is missing or malformed.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `invalid_client`: client authentication failed (unknown client, bad assertion,
+    /// replayed `jti`).
+    #[error("{0}")]
+    InvalidClient(String),
+    /// 400 `invalid_grant`.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// 400 `invalid_scope`: the scope is malformed or nothing of it may be granted.
+    #[error("{0}")]
+    InvalidScope(String),
+    /// 400 `unsupported_grant_type`.
+    #[error("{0}")]
+    UnsupportedGrantType(String),
+    /// 500 `server_error`.
+    #[error(transparent)]
+    Server(#[from] StoreError),
+}
+
+impl OAuthError {
+    /// The RFC 6749 §5.2 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidScope(_) => "invalid_scope",
+            OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::Server(_) => "server_error",
+        }
+    }
+
+    /// The HTTP status (RFC 6749 §5.2: 400, or 401 for `invalid_client`).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OAuthError::InvalidClient(_) => StatusCode::UNAUTHORIZED,
+            OAuthError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        if let OAuthError::Server(e) = &self {
+            tracing::error!(error = %e, "token endpoint failed");
+        }
+        let description = match &self {
+            OAuthError::Server(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        let body = json!({"error": self.code(), "error_description": description});
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        );
+        h.insert(
+            axum::http::header::PRAGMA,
+            axum::http::HeaderValue::from_static("no-cache"),
+        );
+        resp
+    }
+}
+
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         ApiError::BadRequest(e.to_string())
@@ -73,6 +156,8 @@ impl ApiError {
     /// The HTTP status (R4 http.html#2.21.0.x "Status codes" per interaction).
     pub fn status(&self) -> StatusCode {
         match self {
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Gone(_) => StatusCode::GONE,
@@ -125,6 +210,8 @@ impl ApiError {
 
     fn issue_code(&self) -> &'static str {
         match self {
+            ApiError::Unauthorized(_) => "login",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::BadRequest(_) => "invalid",
             ApiError::NotFound(_) => "not-found",
             ApiError::Gone(_) => "deleted",
@@ -147,6 +234,14 @@ impl IntoResponse for ApiError {
         if self.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        crate::http::response::fhir_json(self.status(), &self.to_operation_outcome(), false)
+        let mut resp =
+            crate::http::response::fhir_json(self.status(), &self.to_operation_outcome(), false);
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        }
+        resp
     }
 }

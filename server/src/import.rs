@@ -85,10 +85,23 @@ impl Sink {
                 }
                 Sink::Direct(Arc::new(ctx))
             }
-            Target::Server(url) => Sink::Remote {
-                client: reqwest::Client::new(),
-                url: url.trim_end_matches('/').to_string(),
-            },
+            Target::Server(url) => {
+                // A server with authorization on (issue 5) needs a bearer token: taken
+                // from MEDIFLOW_TOKEN (e.g. `MEDIFLOW_TOKEN=$(mediflow token …)`).
+                let mut headers = reqwest::header::HeaderMap::new();
+                if let Ok(token) = std::env::var("MEDIFLOW_TOKEN") {
+                    let value =
+                        reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                            .map_err(|_| "MEDIFLOW_TOKEN is not a valid header value")?;
+                    headers.insert(reqwest::header::AUTHORIZATION, value);
+                }
+                Sink::Remote {
+                    client: reqwest::Client::builder()
+                        .default_headers(headers)
+                        .build()?,
+                    url: url.trim_end_matches('/').to_string(),
+                }
+            }
         })
     }
 

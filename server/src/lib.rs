@@ -11,9 +11,14 @@
 //! - [`server`]: start-up (config, database, validator, listener, graceful shutdown).
 //! - [`mllp`]: HL7 v2 over MLLP — listener, processing into FHIR transactions, ACKs,
 //!   stored messages (`hl7_messages`), `mediflow hl7 …` and `bench mllp`.
+//! - [`auth`]: security (issue 5) — signing keys, bearer-token authentication, scope
+//!   enforcement ([`auth::authz`]), the AuditEvent trail ([`auth::audit`]) and the
+//!   `mediflow client|keys|token|user` commands; the OAuth endpoints are
+//!   `http::oauth`, the policy and crypto core the `mediflow-auth` crate.
 //! - [`import`]: the `mediflow import` command; [`reindex`]: `mediflow reindex`;
 //!   [`bench`]: `mediflow bench`.
 
+pub mod auth;
 pub mod bench;
 pub mod clock;
 pub mod error;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 /// showed up as ~15% of import CPU time in perf.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use mediflow::auth::cli as auth_cli;
 use mediflow::mllp;
 use mediflow::server::{self, DEFAULT_MAX_BODY_BYTES, ServeConfig};
 
@@ -53,6 +54,10 @@ enum Command {
         /// answered AE (ERR-3 204) unless the patient exists.
         #[arg(long, env = "MEDIFLOW_HL7_NO_AUTO_CREATE")]
         hl7_no_auto_create: bool,
+        /// Serve the FHIR API without authentication (local experiments only: logs a loud
+        /// warning). Requests are still audited, as agent "anonymous".
+        #[arg(long, env = "MEDIFLOW_NO_AUTH")]
+        no_auth: bool,
     },
     /// Load FHIR Bundles (transaction, batch, collection) and NDJSON files or folders.
     Import {
@@ -96,6 +101,18 @@ enum Command {
     /// HL7 v2: list and reprocess stored messages, send files over MLLP.
     #[command(subcommand)]
     Hl7(mllp::admin::Hl7Command),
+    /// OAuth clients (SMART Backend Services): register, list.
+    #[command(subcommand)]
+    Client(auth_cli::ClientCommand),
+    /// Signing keys: rotate.
+    #[command(subcommand)]
+    Keys(auth_cli::KeysCommand),
+    /// Mint an access token with the stored signing key and print it (operators on the
+    /// server host; see README § Security).
+    Token(auth_cli::TokenArgs),
+    /// Users (hospital staff, patients): add.
+    #[command(subcommand)]
+    User(auth_cli::UserCommand),
 }
 
 /// The embedded default database: `./mediflow-data/mediflow.db`.
@@ -125,6 +142,7 @@ async fn main() -> std::process::ExitCode {
             mllp_idle_timeout_secs,
             mllp_max_message_bytes,
             hl7_no_auto_create,
+            no_auth,
         } => {
             let database_url = database_url.unwrap_or_else(|| {
                 let url = default_database_url();
@@ -148,6 +166,7 @@ async fn main() -> std::process::ExitCode {
                     max_message_bytes: mllp_max_message_bytes,
                     auto_create_patients: !hl7_no_auto_create,
                 }),
+                auth: !no_auth,
             })
             .await
         }
@@ -183,6 +202,10 @@ async fn main() -> std::process::ExitCode {
                 .map(|_| ())
         }
         Command::Bench(args) => mediflow::bench::run(args).await,
+        Command::Client(c) => auth_cli::client(c).await.map_err(Into::into),
+        Command::Keys(c) => auth_cli::keys(c).await.map_err(Into::into),
+        Command::Token(a) => auth_cli::token(a).await.map_err(Into::into),
+        Command::User(c) => auth_cli::user(c).await.map_err(Into::into),
         Command::Hl7(command) => match mllp::admin::run(command).await {
             Ok(true) => Ok(()),
             Ok(false) => return std::process::ExitCode::from(1),

@@ -28,6 +28,8 @@ pub struct ServeConfig {
     /// The HL7 v2 MLLP listener (`--mllp-listen`, default 127.0.0.1:2575); `None` with
     /// `--no-mllp`.
     pub mllp: Option<crate::mllp::MllpConfig>,
+    /// Require bearer tokens on the FHIR API (issue 5); false with `--no-auth`.
+    pub auth: bool,
 }
 
 /// Builds the interaction context: connects the store and compiles the validator.
@@ -85,9 +87,26 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         }
         None => None,
     };
+    let security =
+        Arc::new(crate::auth::Security::load(ctx.store.clone(), &base_url, config.auth).await?);
+    if config.auth {
+        tracing::info!(
+            issuer = %security.issuer,
+            smart_configuration = %format!("{}/.well-known/smart-configuration", security.issuer),
+            "authorization on: FHIR requests need a bearer token"
+        );
+    } else {
+        tracing::warn!(
+            "!!! AUTHENTICATION IS OFF (--no-auth / MEDIFLOW_NO_AUTH): anyone who can reach \
+             this port can read and change every resource. For local experiments only. !!!"
+        );
+    }
+    let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
     let state = Arc::new(AppState {
         ctx,
         max_body_bytes: config.max_body_bytes,
+        security,
+        auditor,
     });
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(listen = %listener.local_addr()?, base_url = %base_url, "MediFlow FHIR server listening");
@@ -96,13 +115,23 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         let _ = stop.send(true);
     });
     let mut http_stopped = stopped.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = http_stopped.wait_for(|v| *v).await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = http_stopped.wait_for(|v| *v).await;
+    })
+    .await?;
     if let Some(task) = mllp {
         let _ = task.await;
+    }
+    // Every AppState (and so every Auditor) is gone: the writer drains its queue and ends.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), audit_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit writer did not finish within 10 s");
     }
     tracing::info!("shut down cleanly");
     Ok(())

@@ -4,20 +4,26 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use fhir_model::datetime::FhirDateTime;
+use mediflow_auth::Interaction;
 
 use super::response::{self, Options};
-use super::{AppState, header_str, options};
+use super::{AppState, AuditSubtype, header_str, options};
+use crate::auth::Principal;
+use crate::auth::authz::{self, audit_immutable};
 use crate::error::ApiError;
 use crate::interaction::{self, bundle::parse_etag, capability, read as reads};
 use crate::search::{self, CURSOR_PARAM, DEFAULT_COUNT, MAX_COUNT};
 use crate::storage::HistoryQuery;
 
 type Shared = State<Arc<AppState>>;
+/// The authenticated requestor (set by `super::guard`).
+type Who = Extension<Arc<Principal>>;
 type Result<T> = std::result::Result<T, ApiError>;
 
 fn pairs(raw: &Option<String>) -> Vec<(String, String)> {
@@ -82,6 +88,7 @@ pub async fn capabilities(
 /// `POST /fhir`: a transaction or batch Bundle.
 pub async fn bundle(
     State(state): Shared,
+    Extension(p): Who,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -89,20 +96,29 @@ pub async fn bundle(
     let opts = options(&headers, &pairs(&q));
     let bytes = body_bytes(&state, &headers, body).await?;
     let value = interaction::parse_resource(&bytes)?;
+    authz::authorize_bundle(&p, &state.ctx.base_url, &value)?;
+    let subtype = match value.get("type").and_then(|t| t.as_str()) {
+        Some("batch") => "batch",
+        _ => "transaction",
+    };
     let representation = opts.ret == response::Return::Representation
         && header_str(&headers, header::HeaderName::from_static("prefer")).is_some();
     let result = interaction::bundle::process(&state.ctx, value, representation).await?;
-    Ok(response::fhir_json(StatusCode::OK, &result, opts.pretty))
+    let mut resp = response::fhir_json(StatusCode::OK, &result, opts.pretty);
+    resp.extensions_mut().insert(AuditSubtype(subtype));
+    Ok(resp)
 }
 
 /// `GET /fhir/{type}/{id}`: read (R4 http.html#read).
 pub async fn read(
     State(state): Shared,
+    Extension(p): Who,
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    authz::check_instance(&state.ctx, &p, Interaction::Read, &t, &id).await?;
     let v = reads::read(&state.ctx, &t, &id).await?;
     Ok(response::read(&v, options(&headers, &pairs(&q))))
 }
@@ -110,11 +126,13 @@ pub async fn read(
 /// `GET /fhir/{type}/{id}/_history/{vid}`: vread (R4 http.html#vread).
 pub async fn vread(
     State(state): Shared,
+    Extension(p): Who,
     Path((t, id, vid)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    authz::check_instance(&state.ctx, &p, Interaction::Read, &t, &id).await?;
     let v = reads::vread(&state.ctx, &t, &id, &vid).await?;
     Ok(response::read(&v, options(&headers, &pairs(&q))))
 }
@@ -123,12 +141,14 @@ pub async fn vread(
 /// (R4 http.html#create, #ccreate).
 pub async fn create(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    let grant = p.require(Interaction::Create, &t)?;
     let opts = options(&headers, &pairs(&q));
     let resource = resource_body(&state, &headers, body, &t).await?;
     let ctx = &state.ctx;
@@ -136,6 +156,7 @@ pub async fn create(
     let prepared = interaction::prepare_create(ctx, resource)?;
     let mut tx = ctx.store.begin().await?;
     if let Some(criteria) = header_str(&headers, header::HeaderName::from_static("if-none-exist")) {
+        p.require_unconditional(Interaction::Create, &t, "a conditional create")?;
         let criteria = criteria.trim_start_matches('?');
         let query = interaction::conditional_query(&t, criteria)?;
         match interaction::conditional_ids(tx.as_mut(), &query)
@@ -159,6 +180,7 @@ pub async fn create(
         }
     }
     let w = prepared.queue(tx.as_mut());
+    authz::check_in_tx(tx.as_mut(), &t, &w.id, &grant).await?;
     tx.commit().await?;
     Ok(response::written(
         &w,
@@ -172,12 +194,17 @@ pub async fn create(
 /// `If-Match` for version-aware updates (http.html#concurrency).
 pub async fn update(
     State(state): Shared,
+    Extension(p): Who,
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    if t == "AuditEvent" {
+        return Err(audit_immutable());
+    }
+    let grant = p.require(Interaction::Update, &t)?;
     interaction::check_id(&id)?;
     let opts = options(&headers, &pairs(&q));
     let resource = resource_body(&state, &headers, body, &t).await?;
@@ -198,10 +225,15 @@ pub async fn update(
     let ctx = &state.ctx;
     let w = interaction::with_retry(|| {
         let resource = resource.clone();
-        let (t, id) = (&t, &id);
+        let (t, id, grant) = (&t, &id, &grant);
         async move {
             let mut tx = ctx.store.begin().await?;
+            if !grant.is_unconditional() && tx.read(t, id).await?.is_some_and(|v| !v.deleted) {
+                // The version replaced must be reachable too.
+                authz::check_in_tx(tx.as_mut(), t, id, grant).await?;
+            }
             let w = interaction::update(ctx, tx.as_mut(), t, id, resource, expected).await?;
+            authz::check_in_tx(tx.as_mut(), t, id, grant).await?;
             tx.commit().await?;
             Ok(w)
         }
@@ -218,12 +250,17 @@ pub async fn update(
 /// `PUT /fhir/{type}?criteria`: conditional update (R4 http.html#cond-update).
 pub async fn conditional_update(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    if t == "AuditEvent" {
+        return Err(audit_immutable());
+    }
+    p.require_unconditional(Interaction::Update, &t, "a conditional update")?;
     let criteria = q.clone().unwrap_or_default();
     let opts = options(&headers, &pairs(&q));
     let resource = resource_body(&state, &headers, body, &t).await?;
@@ -276,14 +313,22 @@ pub async fn conditional_update(
 /// `DELETE /fhir/{type}/{id}` (R4 http.html#delete): a logical delete.
 pub async fn delete(
     State(state): Shared,
+    Extension(p): Who,
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    if t == "AuditEvent" {
+        return Err(audit_immutable());
+    }
+    let grant = p.require(Interaction::Delete, &t)?;
     let opts = options(&headers, &pairs(&q));
     let ctx = &state.ctx;
     let mut tx = ctx.store.begin().await?;
+    if !grant.is_unconditional() && tx.read(&t, &id).await?.is_some_and(|v| !v.deleted) {
+        authz::check_in_tx(tx.as_mut(), &t, &id, &grant).await?;
+    }
     let w = interaction::delete(tx.as_mut(), &t, &id).await?;
     tx.commit().await?;
     Ok(match w {
@@ -303,11 +348,16 @@ pub async fn delete(
 /// `DELETE /fhir/{type}?criteria`: conditional delete, single match (R4 http.html#cdelete).
 pub async fn conditional_delete(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    if t == "AuditEvent" {
+        return Err(audit_immutable());
+    }
+    p.require_unconditional(Interaction::Delete, &t, "a conditional delete")?;
     let criteria = q.clone().unwrap_or_default();
     let opts = options(&headers, &pairs(&q));
     let query = interaction::conditional_query(&t, &criteria)?;
@@ -335,16 +385,18 @@ pub async fn conditional_delete(
 /// `GET /fhir/{type}?…`: search (R4 search.html; minimal parameter set for now).
 pub async fn search_type(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    run_search(&state, &t, pairs(&q), &headers).await
+    run_search(&state, &p, &t, pairs(&q), &headers).await
 }
 
 /// `POST /fhir/{type}/_search` with a form body (R4 http.html#search).
 pub async fn search_type_post(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -353,35 +405,40 @@ pub async fn search_type_post(
     let bytes = body_bytes(&state, &headers, body).await?;
     let mut all = pairs(&q);
     all.extend(url::form_urlencoded::parse(&bytes).into_owned());
-    run_search(&state, &t, all, &headers).await
+    run_search(&state, &p, &t, all, &headers).await
 }
 
 async fn run_search(
     state: &AppState,
+    p: &Principal,
     t: &str,
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(t)?;
     let opts: Options = options(headers, &pairs);
-    let query = search::parse_query(t, &pairs, opts.strict)?;
+    let mut query = search::parse_query(t, &pairs, opts.strict)?;
+    authz::authorize_search(p, &mut query)?;
     let path_url = format!("{}/{t}", state.ctx.base_url);
-    let bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
+    let mut bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
+    authz::filter_includes(&state.ctx, p, &mut bundle).await?;
     Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
 }
 
 /// `GET /fhir?_type=…&…`: system-level search (R4 search.html#searchall).
 pub async fn search_system(
     State(state): Shared,
+    Extension(p): Who,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
-    run_system_search(&state, pairs(&q), &headers).await
+    run_system_search(&state, &p, pairs(&q), &headers).await
 }
 
 /// `POST /fhir/_search` with a form body.
 pub async fn search_system_post(
     State(state): Shared,
+    Extension(p): Who,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Body,
@@ -389,18 +446,21 @@ pub async fn search_system_post(
     let bytes = body_bytes(&state, &headers, body).await?;
     let mut all = pairs(&q);
     all.extend(url::form_urlencoded::parse(&bytes).into_owned());
-    run_system_search(&state, all, &headers).await
+    run_system_search(&state, &p, all, &headers).await
 }
 
 async fn run_system_search(
     state: &AppState,
+    p: &Principal,
     pairs: Vec<(String, String)>,
     headers: &HeaderMap,
 ) -> Result<Response> {
     let opts: Options = options(headers, &pairs);
-    let query = search::parse_system_query(&pairs, opts.strict)?;
-    let bundle =
+    let mut query = search::parse_system_query(&pairs, opts.strict)?;
+    authz::authorize_search(p, &mut query)?;
+    let mut bundle =
         interaction::search::search(&state.ctx, &query, &pairs, &state.ctx.base_url).await?;
+    authz::filter_includes(&state.ctx, p, &mut bundle).await?;
     Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
 }
 
@@ -409,6 +469,7 @@ async fn run_system_search(
 /// (R4 patient-operation-everything).
 pub async fn compartment_search(
     State(state): Shared,
+    Extension(p): Who,
     Path((compartment, id, t)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
@@ -423,8 +484,24 @@ pub async fn compartment_search(
                 "$everything is defined on Patient, not {compartment}"
             )));
         }
+        authz::check_instance(&state.ctx, &p, Interaction::Read, "Patient", &id).await?;
         interaction::read::read(&state.ctx, "Patient", &id).await?;
-        interaction::search::everything_query(&id, &pairs)?
+        let mut query = interaction::search::everything_query(&id, &pairs)?;
+        // The patient's record, not the access log: AuditEvents (in the Patient
+        // compartment through their entity) only when `_type` asks for them.
+        if !pairs.iter().any(|(k, _)| k == "_type") {
+            query.types.retain(|t| t != "AuditEvent");
+        }
+        authz::everything_types(&p, &id, &mut query.types);
+        let types = query.types.clone();
+        query.includes.retain(|i| types.contains(&i.source_type));
+        if query.types.is_empty() {
+            return Err(ApiError::Forbidden(
+                "the access token's scopes allow searching none of the Patient compartment's types"
+                    .into(),
+            ));
+        }
+        query
     } else {
         interaction::check_known_type(&t)?;
         let mut query = search::parse_query(&t, &pairs, opts.strict)?;
@@ -433,40 +510,48 @@ pub async fn compartment_search(
                 ApiError::NotFound(format!("{t} is not in the {compartment} compartment"))
             })?;
         query.params.push(member);
+        authz::authorize_search(&p, &mut query)?;
         query
     };
-    let bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
+    let mut bundle = interaction::search::search(&state.ctx, &query, &pairs, &path_url).await?;
+    authz::filter_includes(&state.ctx, &p, &mut bundle).await?;
     Ok(response::fhir_json(StatusCode::OK, &bundle, opts.pretty))
 }
 
 /// `GET /fhir/_history` (R4 http.html#history, system level).
 pub async fn history_system(
     State(state): Shared,
+    Extension(p): Who,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
+    p.require_unconditional(Interaction::Search, "*", "system history")?;
     history(&state, None, None, q, &headers).await
 }
 
 /// `GET /fhir/{type}/_history`.
 pub async fn history_type(
     State(state): Shared,
+    Extension(p): Who,
     Path(t): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    p.require_unconditional(Interaction::Search, &t, "type history")?;
     history(&state, Some(t), None, q, &headers).await
 }
 
 /// `GET /fhir/{type}/{id}/_history`.
 pub async fn history_instance(
     State(state): Shared,
+    Extension(p): Who,
     Path((t, id)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response> {
     interaction::check_known_type(&t)?;
+    authz::check_instance(&state.ctx, &p, Interaction::Read, &t, &id).await?;
     history(&state, Some(t), Some(id), q, &headers).await
 }
 

@@ -46,8 +46,15 @@ fn int_param(name: &str, value: &str) -> Result<i64, ApiError> {
 /// in full with `id=N`.
 pub async fn list(
     State(state): State<Arc<AppState>>,
+    axum::Extension(p): axum::Extension<Arc<crate::auth::Principal>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    // Raw HL7 messages carry data of every type: admins (system-wide search) only.
+    p.require_unconditional(
+        mediflow_auth::Interaction::Search,
+        "*",
+        "listing HL7 v2 messages",
+    )?;
     let pairs: Vec<(String, String)> = q
         .as_deref()
         .map(|q| {

@@ -7,18 +7,21 @@
 
 mod handlers;
 mod hl7_messages;
+pub mod oauth;
 pub mod response;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
+use crate::auth::Security;
+use crate::auth::audit::{self, AuditRecord, Auditor, EventKind};
 use crate::error::ApiError;
 use crate::interaction::Context;
 use response::{Options, Return};
@@ -29,7 +32,16 @@ pub struct AppState {
     pub ctx: Context,
     /// Largest accepted request body in bytes (413 above it).
     pub max_body_bytes: usize,
+    /// Keys, token verification, and whether tokens are required (`crate::auth`).
+    pub security: Arc<Security>,
+    /// The AuditEvent writer (`crate::auth::audit`).
+    pub auditor: Auditor,
 }
+
+/// Set by a handler on its response to refine the audit record (the Bundle type of a
+/// `POST /fhir`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSubtype(pub &'static str);
 
 /// 405 with an OperationOutcome for any method a route does not support.
 async fn method_not_allowed(req: Request) -> ApiError {
@@ -54,6 +66,18 @@ pub fn router(state: Arc<AppState>) -> Router {
     use handlers::*;
     Router::new()
         .route("/fhir/metadata", with_405(get(capabilities)))
+        .route(
+            "/.well-known/smart-configuration",
+            with_405(get(oauth::smart_configuration)),
+        )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            with_405(get(oauth::smart_configuration)),
+        )
+        .route("/auth/jwks", with_405(get(oauth::jwks)))
+        .route("/auth/token", with_405(post(oauth::token)))
+        .route("/auth/introspect", with_405(post(oauth::introspect)))
+        .route("/auth/revoke", with_405(post(oauth::revoke)))
         .route("/fhir", with_405(get(search_system).post(bundle)))
         .route("/fhir/", with_405(get(search_system).post(bundle)))
         .route("/fhir/_search", with_405(post(search_system_post)))
@@ -84,9 +108,70 @@ pub fn router(state: Arc<AppState>) -> Router {
             with_405(get(compartment_search)),
         )
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn(negotiate))
+}
+
+/// Authentication and audit of every FHIR request (issue 5): outside `/fhir`, and for
+/// `/fhir/metadata` and the SMART configuration, nothing happens. Otherwise the bearer
+/// token is verified ([`Security::authenticate`]; 401 with `WWW-Authenticate` when it is
+/// missing or invalid), the [`Principal`] goes into the request extensions for the
+/// handlers' scope checks, and the outcome is audited (one AuditEvent per request,
+/// refusals included).
+async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let Some((subtype, action, entity, patient)) = audit::classify(req.method().as_str(), path)
+    else {
+        return next.run(req).await;
+    };
+    let query = req.uri().query().map(str::to_string);
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let user_agent = header_str(req.headers(), header::USER_AGENT).map(str::to_string);
+    let principal = state.security.authenticate(req.headers()).await;
+    let (resp, principal) = match principal {
+        Ok(p) => {
+            req.extensions_mut().insert(p.clone());
+            (next.run(req).await, Some(p))
+        }
+        Err(e) => (ApiError::Unauthorized(e.to_string()).into_response(), None),
+    };
+    let subtype = resp
+        .extensions()
+        .get::<AuditSubtype>()
+        .map_or(subtype, |s| s.0);
+    let mut record = AuditRecord::new(
+        EventKind::Rest,
+        subtype,
+        action,
+        resp.status().as_u16(),
+        principal.as_deref(),
+    );
+    record.ip = ip;
+    record.user_agent = user_agent;
+    record.entity = entity.or_else(|| {
+        // The Location of a create: [base]/Type/id/_history/n.
+        let loc = header_str(resp.headers(), header::LOCATION)?;
+        let rel = loc
+            .strip_prefix(&state.ctx.base_url)?
+            .trim_start_matches('/');
+        let mut parts = rel.split('/');
+        Some(format!("{}/{}", parts.next()?, parts.next()?))
+    });
+    if let Some(p) = patient {
+        record.patient = Some(p);
+    } else if record.patient.is_none() {
+        record.patient = query.as_deref().and_then(audit::patient_in_query);
+    }
+    if subtype.starts_with("search") {
+        record.query = query;
+    }
+    state.auditor.record(record).await;
+    resp
 }
 
 /// One structured log line per request: method, path, status, duration (tracing).

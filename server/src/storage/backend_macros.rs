@@ -406,6 +406,73 @@ macro_rules! impl_store {
             ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError> {
                 hl7_messages::$hl7::list(self.read_pool(), query).await
             }
+
+            async fn auth_keys(&self) -> Result<Vec<super::auth::StoredKey>, StoreError> {
+                super::auth::$hl7::keys(self.write_pool()).await
+            }
+
+            async fn auth_add_key(
+                &self,
+                key: &super::auth::StoredKey,
+                retire_at: Option<i64>,
+            ) -> Result<(), StoreError> {
+                super::auth::$hl7::add_key(self.write_pool(), key, retire_at).await
+            }
+
+            async fn auth_client(
+                &self,
+                client_id: &str,
+            ) -> Result<Option<super::auth::ClientRecord>, StoreError> {
+                Ok(
+                    super::auth::$hl7::clients(self.write_pool(), Some(client_id))
+                        .await?
+                        .into_iter()
+                        .next(),
+                )
+            }
+
+            async fn auth_clients(&self) -> Result<Vec<super::auth::ClientRecord>, StoreError> {
+                super::auth::$hl7::clients(self.write_pool(), None).await
+            }
+
+            async fn auth_put_client(
+                &self,
+                client: &super::auth::ClientRecord,
+            ) -> Result<(), StoreError> {
+                super::auth::$hl7::put_client(self.write_pool(), client).await
+            }
+
+            async fn auth_user(
+                &self,
+                username: &str,
+            ) -> Result<Option<super::auth::UserRecord>, StoreError> {
+                super::auth::$hl7::user(self.write_pool(), username).await
+            }
+
+            async fn auth_put_user(
+                &self,
+                user: &super::auth::UserRecord,
+            ) -> Result<(), StoreError> {
+                super::auth::$hl7::put_user(self.write_pool(), user).await
+            }
+
+            async fn auth_use_jti(
+                &self,
+                client_id: &str,
+                jti: &str,
+                exp: i64,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                super::auth::$hl7::use_jti(self.write_pool(), client_id, jti, exp, now).await
+            }
+
+            async fn auth_revoke(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+                super::auth::$hl7::revoke(self.write_pool(), jti, exp).await
+            }
+
+            async fn auth_revoked(&self, now: i64) -> Result<Vec<String>, StoreError> {
+                super::auth::$hl7::revoked(self.write_pool(), now).await
+            }
         }
     };
 }

@@ -10,6 +10,7 @@
 //! next read in the same transaction and at commit, so a 1,000-entry transaction Bundle costs
 //! a handful of round trips rather than thousands.
 
+pub mod auth;
 pub mod hl7_messages;
 #[macro_use]
 mod backend_macros;
@@ -241,6 +242,41 @@ pub trait Store: Send + Sync {
         &self,
         query: &hl7_messages::Hl7ListQuery,
     ) -> Result<Vec<hl7_messages::Hl7MessageSummary>, StoreError>;
+
+    // Security (issue 5; tables auth_*, see auth.rs).
+
+    /// Every signing key, oldest first.
+    async fn auth_keys(&self) -> Result<Vec<auth::StoredKey>, StoreError>;
+    /// Adds a signing key; with `retire_at`, every current key is retired at that time
+    /// first, in the same transaction (key rotation).
+    async fn auth_add_key(
+        &self,
+        key: &auth::StoredKey,
+        retire_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+    /// One registered OAuth client.
+    async fn auth_client(&self, client_id: &str) -> Result<Option<auth::ClientRecord>, StoreError>;
+    /// Every registered OAuth client, by client id.
+    async fn auth_clients(&self) -> Result<Vec<auth::ClientRecord>, StoreError>;
+    /// Registers a client, or replaces the registration with the same client id.
+    async fn auth_put_client(&self, client: &auth::ClientRecord) -> Result<(), StoreError>;
+    /// One user.
+    async fn auth_user(&self, username: &str) -> Result<Option<auth::UserRecord>, StoreError>;
+    /// Adds a user, or replaces the one with the same username.
+    async fn auth_put_user(&self, user: &auth::UserRecord) -> Result<(), StoreError>;
+    /// Records the `jti` of a client assertion until `exp` (forgetting expired ones);
+    /// false when this client used it before (a replay).
+    async fn auth_use_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        exp: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records a revoked access token (RFC 7009) until its expiry.
+    async fn auth_revoke(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
+    /// The jtis of revoked access tokens not yet expired at `now`.
+    async fn auth_revoked(&self, now: i64) -> Result<Vec<String>, StoreError>;
 }
 
 /// One database transaction. Dropping it without [`StoreTx::commit`] rolls back.
