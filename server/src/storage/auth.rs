@@ -223,19 +223,7 @@ macro_rules! backend_fns {
                 sql: Sql,
             ) -> sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments> {
                 let (text, binds) = sql.finish();
-                let mut q = sqlx::query(AssertSqlSafe(text));
-                for b in binds {
-                    q = match b {
-                        Bind::Text(s) => q.bind(s),
-                        Bind::OptText(s) | Bind::Json(s) => q.bind(s),
-                        Bind::Int(i) => q.bind(i),
-                        Bind::OptInt(i) => q.bind(i),
-                        Bind::Float(f) => q.bind(f),
-                        Bind::OptFloat(f) => q.bind(f),
-                        Bind::Bool(b) => q.bind(b),
-                    };
-                }
-                q
+                bind_values!(sqlx::query(AssertSqlSafe(text)), binds)
             }
 
             fn key_from(row: &DbRow) -> Result<StoredKey, StoreError> {

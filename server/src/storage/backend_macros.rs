@@ -477,26 +477,35 @@ macro_rules! impl_store {
     };
 }
 
+/// Binds every [`Bind`](super::sql::Bind) of `$binds` to the sqlx query `$q`, in order, and
+/// evaluates to the query: the one place a `Bind` becomes a typed sqlx value.
+macro_rules! bind_values {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s),
+                Bind::OptText(s) | Bind::Json(s) => q.bind(s),
+                Bind::Int(i) => q.bind(i),
+                Bind::OptInt(i) => q.bind(i),
+                Bind::Float(f) => q.bind(f),
+                Bind::OptFloat(f) => q.bind(f),
+                Bind::Bool(b) => q.bind(b),
+            };
+        }
+        q
+    }};
+}
+
 /// The per-backend statement helpers: `query(Sql)` binds every [`Bind`](super::sql::Bind)
 /// in order, `to_version(row)` reads a `StoredVersion`.
 macro_rules! impl_sql_helpers {
     ($db:ty, $args:ty, $row:ty) => {
         fn bind_all<'q>(
-            mut q: sqlx::query::Query<'q, $db, $args>,
+            q: sqlx::query::Query<'q, $db, $args>,
             binds: Vec<Bind>,
         ) -> sqlx::query::Query<'q, $db, $args> {
-            for b in binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s),
-                    Bind::OptText(s) | Bind::Json(s) => q.bind(s),
-                    Bind::Int(i) => q.bind(i),
-                    Bind::OptInt(i) => q.bind(i),
-                    Bind::Float(f) => q.bind(f),
-                    Bind::OptFloat(f) => q.bind(f),
-                    Bind::Bool(b) => q.bind(b),
-                };
-            }
-            q
+            bind_values!(q, binds)
         }
 
         fn query(sql: Sql) -> sqlx::query::Query<'static, $db, $args> {

@@ -10,10 +10,10 @@
 //! next read in the same transaction and at commit, so a 1,000-entry transaction Bundle costs
 //! a handful of round trips rather than thousands.
 
-pub mod auth;
-pub mod hl7_messages;
 #[macro_use]
 mod backend_macros;
+pub mod auth;
+pub mod hl7_messages;
 
 pub mod postgres;
 mod search_sql;

@@ -174,12 +174,8 @@ pub fn history(dialect: Dialect, q: &HistoryQuery) -> Sql {
     sql
 }
 
-/// Current versions of several resources, optionally locked (`FOR UPDATE`, PostgreSQL).
-pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
-    let mut sql = Sql::new(
-        dialect,
-        "SELECT res_type, id, version_id, deleted FROM resources WHERE ",
-    );
+/// `(res_type = ? AND id = ?) OR …` for each `(res_type, id)` key.
+fn push_keys(sql: &mut Sql, keys: &[(String, String)]) {
     for (i, (t, id)) in keys.iter().enumerate() {
         if i > 0 {
             sql.push(" OR ");
@@ -190,6 +186,15 @@ pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
             .bind(Bind::Text(id.clone()))
             .push(")");
     }
+}
+
+/// Current versions of several resources, optionally locked (`FOR UPDATE`, PostgreSQL).
+pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
+    let mut sql = Sql::new(
+        dialect,
+        "SELECT res_type, id, version_id, deleted FROM resources WHERE ",
+    );
+    push_keys(&mut sql, keys);
     if dialect == Dialect::Postgres {
         sql.push(" FOR UPDATE");
     }
@@ -258,16 +263,7 @@ pub fn current_after(dialect: Dialect, after_seq: i64, limit: usize) -> Sql {
 /// `(res_type, id, rid)` of the given resources.
 pub fn rids(dialect: Dialect, keys: &[(String, String)]) -> Sql {
     let mut sql = Sql::new(dialect, "SELECT res_type, id, rid FROM resources WHERE ");
-    for (i, (t, id)) in keys.iter().enumerate() {
-        if i > 0 {
-            sql.push(" OR ");
-        }
-        sql.push("(res_type = ")
-            .bind(Bind::Text(t.clone()))
-            .push(" AND id = ")
-            .bind(Bind::Text(id.clone()))
-            .push(")");
-    }
+    push_keys(&mut sql, keys);
     sql
 }
 
