@@ -2319,10 +2319,14 @@ fn codec(f: Func, s: &str, kind: &str) -> Option<String> {
                 .collect();
             String::from_utf8(bytes?).ok()
         }
-        (Func::Encode, "base64" | "urlbase64") => {
-            Some(b64_encode(s.as_bytes(), kind == "urlbase64"))
+        (Func::Encode, "base64" | "urlbase64") => Some(base64::Engine::encode(
+            &b64_engine(kind == "urlbase64"),
+            s.as_bytes(),
+        )),
+        (Func::Decode, "base64" | "urlbase64") => {
+            String::from_utf8(base64::Engine::decode(&b64_engine(kind == "urlbase64"), s).ok()?)
+                .ok()
         }
-        (Func::Decode, "base64" | "urlbase64") => String::from_utf8(b64_decode(s)?).ok(),
         (Func::Escape, "html") => Some(
             s.replace('&', "&amp;")
                 .replace('<', "&lt;")
@@ -2368,54 +2372,15 @@ fn codec(f: Func, s: &str, kind: &str) -> Option<String> {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn b64_encode(data: &[u8], url: bool) -> String {
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                let c = B64[((n >> (18 - 6 * i)) & 63) as usize];
-                out.push(match (url, c) {
-                    (true, b'+') => '-',
-                    (true, b'/') => '_',
-                    _ => c as char,
-                });
-            } else {
-                out.push('=');
-            }
-        }
+/// The base64 alphabet of FHIRPath `encode`/`decode` (`base64` or `urlbase64`, RFC 4648 §4
+/// and §5), with padding written and optional on input.
+fn b64_engine(url: bool) -> base64::engine::GeneralPurpose {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    if url {
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, config)
+    } else {
+        GeneralPurpose::new(&base64::alphabet::STANDARD, config)
     }
-    out
-}
-
-fn b64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(v);
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-            bits &= (1 << n) - 1;
-        }
-    }
-    Some(out)
 }
