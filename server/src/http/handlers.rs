@@ -393,6 +393,20 @@ pub async fn search_type(
     run_search(&state, &p, &t, pairs(&q), &headers).await
 }
 
+/// The parameters of a `POST … /_search`: the query string's, then the
+/// `application/x-www-form-urlencoded` body's (R4 http.html#search).
+async fn form_pairs(
+    state: &AppState,
+    q: &Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<(String, String)>> {
+    let bytes = body_bytes(state, headers, body).await?;
+    let mut all = pairs(q);
+    all.extend(url::form_urlencoded::parse(&bytes).into_owned());
+    Ok(all)
+}
+
 /// `POST /fhir/{type}/_search` with a form body (R4 http.html#search).
 pub async fn search_type_post(
     State(state): Shared,
@@ -402,9 +416,7 @@ pub async fn search_type_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let bytes = body_bytes(&state, &headers, body).await?;
-    let mut all = pairs(&q);
-    all.extend(url::form_urlencoded::parse(&bytes).into_owned());
+    let all = form_pairs(&state, &q, &headers, body).await?;
     run_search(&state, &p, &t, all, &headers).await
 }
 
@@ -443,9 +455,7 @@ pub async fn search_system_post(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
-    let bytes = body_bytes(&state, &headers, body).await?;
-    let mut all = pairs(&q);
-    all.extend(url::form_urlencoded::parse(&bytes).into_owned());
+    let all = form_pairs(&state, &q, &headers, body).await?;
     run_system_search(&state, &p, all, &headers).await
 }
 

@@ -472,24 +472,35 @@ pub fn index_statements(
     rid: &std::collections::HashMap<(String, String), i64>,
 ) -> Vec<Sql> {
     let mut out = Vec::new();
-    let key = |v: &NewVersion| rid.get(&(v.res_type.clone(), v.id.clone())).copied();
-    let stale: Vec<i64> = last
+    // Each version's rid, looked up once (not once per index table).
+    let owned: Vec<(i64, &NewVersion)> = last
         .iter()
-        .filter(|v| !v.fresh)
-        .filter_map(|v| key(v))
+        .filter_map(|v| {
+            rid.get(&(v.res_type.clone(), v.id.clone()))
+                .map(|r| (*r, *v))
+        })
+        .collect();
+    let stale: Vec<i64> = owned
+        .iter()
+        .filter(|(_, v)| !v.fresh)
+        .map(|(r, _)| *r)
         .collect();
     for chunk in stale.chunks(CHUNK) {
         for table in IndexTable::ALL {
             out.push(delete_index_rows(dialect, table, chunk));
         }
     }
-    for table in IndexTable::ALL {
-        let rows: Vec<(i64, &IndexRow)> = last
-            .iter()
-            .filter_map(|v| key(v).map(|r| (r, v)))
-            .flat_map(|(r, v)| v.index.iter().map(move |row| (r, row)))
-            .filter(|(_, row)| table_of_row(&row.value) == table)
-            .collect();
+    // One pass sorts the rows into their tables.
+    let mut by_table: Vec<Vec<(i64, &IndexRow)>> = vec![Vec::new(); IndexTable::ALL.len()];
+    for (r, v) in &owned {
+        for row in &v.index {
+            let t = table_of_row(&row.value);
+            if let Some(i) = IndexTable::ALL.iter().position(|x| *x == t) {
+                by_table[i].push((*r, row));
+            }
+        }
+    }
+    for (table, rows) in IndexTable::ALL.into_iter().zip(&by_table) {
         for chunk in rows.chunks(CHUNK) {
             out.push(insert_index_rows(dialect, table, chunk));
         }
