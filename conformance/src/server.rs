@@ -50,6 +50,17 @@ fn log_tail(path: &Path, max_bytes: u64) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// What the log at `path` gained after byte `start` (this start attempt's lines).
+fn log_since(path: &Path, start: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let _ = f.seek(SeekFrom::Start(start));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 impl Server {
     /// Start a server on a fresh database of the given backend. Authentication is off
     /// (`--no-auth`): the FHIR tests of the other issues talk to it without tokens; see
@@ -97,11 +108,34 @@ impl Server {
             client: new_client(),
             db,
         };
-        server.spawn().await;
+        // The ports are free when picked but another test may take one before the server
+        // binds it: on "Address already in use", pick new ports and start again.
+        for attempt in 0.. {
+            let log_start = std::fs::metadata(&server.log_path).map_or(0, |m| m.len());
+            match server.try_spawn().await {
+                Ok(()) => break,
+                Err(_)
+                    if attempt < 4
+                        && log_since(&server.log_path, log_start)
+                            .contains("Address already in use") =>
+                {
+                    [server.port, server.mllp_port] = free_ports();
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
         server
     }
 
     async fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn().await {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the process and waits until it answers; `Err` with the reason and log tail
+    /// when it exits first.
+    async fn try_spawn(&mut self) -> Result<(), String> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -128,10 +162,10 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", mediflow_bin()));
         self.child = Some(child);
-        self.wait_ready().await;
+        self.wait_ready().await
     }
 
-    async fn wait_ready(&mut self) {
+    async fn wait_ready(&mut self) -> Result<(), String> {
         let started = Instant::now();
         let url = self.url("metadata");
         loop {
@@ -140,11 +174,12 @@ impl Server {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "mediflow exited before becoming ready ({status}); log {}:\n{}",
                     self.log_path.display(),
                     log_tail(&self.log_path, 4000)
-                );
+                ));
             }
             let last = match self
                 .client
@@ -153,7 +188,7 @@ impl Server {
                 .send()
                 .await
             {
-                Ok(r) if r.status() == 200 => return,
+                Ok(r) if r.status() == 200 => return Ok(()),
                 Ok(r) => format!("status {}", r.status()),
                 Err(e) => format!("error {e}"),
             };
