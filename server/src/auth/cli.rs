@@ -51,17 +51,23 @@ impl DbArg {
 /// `mediflow client …`.
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Register (or replace) a SMART Backend Services client.
+    /// Register (or replace) a client: a SMART Backend Services client (`--kind backend`,
+    /// the default), or an app of the authorization-code flow (`--kind public` with PKCE
+    /// only, or `--kind confidential` authenticating with private_key_jwt).
     Add {
         /// The client id (`iss` and `sub` of its client assertions).
         #[arg(long)]
         client_id: String,
-        /// A file with the client's public JWK Set (`{"keys": [...]}`).
-        #[arg(
-            long,
-            conflicts_with = "jwks_url",
-            required_unless_present = "jwks_url"
-        )]
+        /// backend, public or confidential (SMART client-public,
+        /// client-confidential-asymmetric).
+        #[arg(long, default_value = "backend", value_parser = ["backend", "public", "confidential"])]
+        kind: String,
+        /// A redirect URI of an app (repeat for several); exact match (RFC 6749 §3.1.2).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A file with the client's public JWK Set (`{"keys": [...]}`); backend and
+        /// confidential clients need it or --jwks-url.
+        #[arg(long, conflicts_with = "jwks_url")]
         jwks: Option<PathBuf>,
         /// The URL the client's JWK Set is fetched from at each token request.
         #[arg(long)]
@@ -147,6 +153,8 @@ pub async fn client(cmd: ClientCommand) -> Result<(), SecurityError> {
     match cmd {
         ClientCommand::Add {
             client_id,
+            kind,
+            redirect_uris,
             jwks,
             jwks_url,
             scope,
@@ -176,20 +184,55 @@ pub async fn client(cmd: ClientCommand) -> Result<(), SecurityError> {
             if let Some(url) = &jwks_url {
                 url::Url::parse(url).map_err(|e| input(format!("--jwks-url {url}: {e}")))?;
             }
+            let has_keys = jwks_text.is_some() || jwks_url.is_some();
+            match kind.as_str() {
+                "public" if has_keys => {
+                    return Err(input(
+                        "a public client has no keys: drop --jwks/--jwks-url or use \
+                         --kind confidential"
+                            .into(),
+                    ));
+                }
+                "backend" | "confidential" if !has_keys => {
+                    return Err(input(format!(
+                        "a {kind} client authenticates with private_key_jwt: give --jwks or \
+                         --jwks-url"
+                    )));
+                }
+                _ => {}
+            }
+            if kind == "backend" && !redirect_uris.is_empty() {
+                return Err(input(
+                    "a backend client has no redirect URI (client_credentials grant)".into(),
+                ));
+            }
+            if kind != "backend" && redirect_uris.is_empty() {
+                return Err(input(format!(
+                    "a {kind} app needs at least one --redirect-uri"
+                )));
+            }
+            for uri in &redirect_uris {
+                let u = url::Url::parse(uri)
+                    .map_err(|e| input(format!("--redirect-uri {uri}: {e}")))?;
+                // RFC 6749 §3.1.2: absolute, without a fragment.
+                if u.fragment().is_some() {
+                    return Err(input(format!("--redirect-uri {uri} has a fragment")));
+                }
+            }
             let store = db.open().await?;
             store
                 .auth_put_client(&ClientRecord {
                     client_id: client_id.clone(),
                     name: name.unwrap_or_else(|| client_id.clone()),
-                    kind: "backend".into(),
+                    kind: kind.clone(),
                     jwks: jwks_text,
                     jwks_url,
                     scopes: scopes.to_string(),
-                    redirect_uris: "[]".into(),
+                    redirect_uris: serde_json::json!(redirect_uris).to_string(),
                     created_at: now_secs(),
                 })
                 .await?;
-            println!("client {client_id} registered (backend services) with scope \"{scopes}\"");
+            println!("client {client_id} registered ({kind}) with scope \"{scopes}\"");
             Ok(())
         }
         ClientCommand::List { db } => {

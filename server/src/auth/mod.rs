@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, header};
 use mediflow_auth::keys::KeyError;
 use mediflow_auth::scopes::ScopeError;
 use mediflow_auth::tokens::{
-    self, ACCESS_TOKEN_LIFETIME_SECS, AccessClaims, CLOCK_LEEWAY_SECS, TokenError,
+    self, ACCESS_TOKEN_LIFETIME_SECS, AccessClaims, CLOCK_LEEWAY_SECS, IdTokenClaims, TokenError,
 };
 use mediflow_auth::{Jwks, KeyAlgorithm, ScopeSet, SigningKey};
 
@@ -112,6 +112,26 @@ impl Principal {
             anonymous: true,
         }
     }
+}
+
+/// Who and what a user-facing access token is for: the authorization-code and
+/// refresh-token grants of SMART App Launch 2.0 (§ "Obtaining access token").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenContext {
+    /// The OAuth client.
+    pub client_id: String,
+    /// The user (`sub`).
+    pub sub: String,
+    /// The granted scopes.
+    pub scope: ScopeSet,
+    /// Launch context: the patient id.
+    pub patient: Option<String>,
+    /// Launch context: the encounter id.
+    pub encounter: Option<String>,
+    /// The user's FHIR resource, relative (`Practitioner/1`).
+    pub fhir_user: Option<String>,
+    /// The user's hospital role name.
+    pub role: Option<String>,
 }
 
 /// Our signing keys: the current one and the published set (current and retired).
@@ -313,22 +333,48 @@ impl Security {
         patient: Option<String>,
         now: i64,
     ) -> Result<(String, AccessClaims), SecurityError> {
+        self.mint_context(
+            &TokenContext {
+                client_id: client_id.to_string(),
+                sub: sub.to_string(),
+                scope: scope.clone(),
+                patient,
+                encounter: None,
+                fhir_user: None,
+                role: None,
+            },
+            now,
+        )
+    }
+
+    /// Signs an access token carrying a user's launch context (authorization-code and
+    /// refresh grants), valid [`ACCESS_TOKEN_LIFETIME_SECS`] from `now`.
+    pub fn mint_context(
+        &self,
+        ctx: &TokenContext,
+        now: i64,
+    ) -> Result<(String, AccessClaims), SecurityError> {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
-            sub: sub.to_string(),
+            sub: ctx.sub.clone(),
             aud: self.audience.clone(),
             exp: now + ACCESS_TOKEN_LIFETIME_SECS,
             iat: now,
             jti: uuid::Uuid::new_v4().to_string(),
-            scope: scope.to_string(),
-            client_id: client_id.to_string(),
-            patient,
-            encounter: None,
-            fhir_user: None,
-            role: None,
+            scope: ctx.scope.to_string(),
+            client_id: ctx.client_id.clone(),
+            patient: ctx.patient.clone(),
+            encounter: ctx.encounter.clone(),
+            fhir_user: ctx.fhir_user.clone(),
+            role: ctx.role.clone(),
         };
         let token = tokens::issue_access_token(&self.current_key(), &claims)?;
         Ok((token, claims))
+    }
+
+    /// Signs an OpenID Connect id_token (OIDC Core §2) with the current key.
+    pub fn sign_id_token(&self, claims: &IdTokenClaims) -> Result<String, SecurityError> {
+        Ok(tokens::issue_id_token(&self.current_key(), claims)?)
     }
 
     /// Verifies one of our access tokens (signature, `exp`, `iss`, `aud`, revocation),

@@ -5,6 +5,7 @@
 //! Handlers live in [`handlers`]; they parse, call `crate::interaction`, and render with
 //! [`response`].
 
+mod authorize;
 mod handlers;
 mod hl7_messages;
 pub mod oauth;
@@ -76,6 +77,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/auth/jwks", with_405(get(oauth::jwks)))
         .route("/auth/token", with_405(post(oauth::token)))
+        .route(
+            "/auth/authorize",
+            with_405(get(authorize::authorize_get).post(authorize::authorize_post)),
+        )
+        .route("/auth/launch", with_405(post(authorize::create_launch)))
         .route("/auth/introspect", with_405(post(oauth::introspect)))
         .route("/auth/revoke", with_405(post(oauth::revoke)))
         .route("/fhir", with_405(get(search_system).post(bundle)))

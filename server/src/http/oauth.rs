@@ -44,16 +44,27 @@ pub async fn smart_configuration(State(state): Shared) -> Response {
         "token_endpoint": s.token_url,
         "introspection_endpoint": format!("{iss}/auth/introspect"),
         "revocation_endpoint": format!("{iss}/auth/revoke"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "authorization_endpoint": format!("{iss}/auth/authorize"),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        // "none": public apps (PKCE protects their codes); private_key_jwt: confidential
+        // apps and Backend Services.
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        // What the token endpoint grants (Backend Services: system/ scopes, v1 and v2
-        // syntax, with query restrictions); user/ and patient/ scopes are enforced too but
-        // not granted here until the authorization-code flow exists.
-        "scopes_supported": ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write", "system/*.*"],
-        // No authorization endpoint yet: client_credentials uses no response type.
-        "response_types_supported": [],
-        "capabilities": ["client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        "scopes_supported": [
+            "openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter",
+            "offline_access", "online_access",
+            "patient/*.rs", "patient/*.cruds", "patient/*.read", "patient/*.write",
+            "user/*.rs", "user/*.cruds", "user/*.read", "user/*.write",
+            "system/*.rs", "system/*.cruds", "system/*.read", "system/*.write", "system/*.*",
+        ],
+        "response_types_supported": ["code"],
+        "capabilities": [
+            "launch-ehr", "launch-standalone", "authorize-post",
+            "client-public", "client-confidential-asymmetric",
+            "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter",
+            "context-standalone-patient", "permission-offline", "permission-online",
+            "permission-patient", "permission-user", "permission-v1", "permission-v2",
+        ],
         "code_challenge_methods_supported": ["S256"],
     });
     json_no_store(doc)
@@ -76,11 +87,13 @@ fn json_no_store(v: Value) -> Response {
     resp
 }
 
-fn form(body: &Bytes) -> Vec<(String, String)> {
+/// The pairs of an `application/x-www-form-urlencoded` body.
+pub(super) fn form(body: &Bytes) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// The first non-empty value of `name`.
+pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -102,7 +115,7 @@ fn unverified_iss(jwt: &str) -> Option<String> {
 /// `client_assertion` (private_key_jwt): the registered client's JWK Set (inline or
 /// fetched from its URL) verifies it, and its `jti` has not been used before. Returns the
 /// client id and its registered scopes.
-async fn authenticate_client(
+pub(super) async fn authenticate_client(
     state: &AppState,
     pairs: &[(String, String)],
 ) -> Result<(String, String), OAuthError> {
@@ -224,9 +237,12 @@ async fn grant(
 ) -> Result<(String, Value), OAuthError> {
     match param(pairs, "grant_type") {
         Some("client_credentials") => {}
+        Some("authorization_code") => return super::authorize::token_from_code(state, pairs).await,
+        Some("refresh_token") => return super::authorize::token_from_refresh(state, pairs).await,
         Some(other) => {
             return Err(OAuthError::UnsupportedGrantType(format!(
-                "grant_type {other} is not supported (client_credentials only)"
+                "grant_type {other} is not supported (authorization_code, refresh_token, \
+                 client_credentials)"
             )));
         }
         None => return Err(OAuthError::InvalidRequest("grant_type is missing".into())),
@@ -301,7 +317,12 @@ pub async fn introspect(State(state): Shared, headers: HeaderMap, body: Bytes) -
     };
     let inactive = json_no_store(json!({"active": false}));
     let Ok(claims) = state.security.verify(token).await else {
-        return inactive;
+        // Not an access token of ours: perhaps a refresh token (RFC 7662 §2.1).
+        return match super::authorize::introspect_refresh(&state, token).await {
+            Ok(Some((owner, body))) if admin || owner == client_id => json_no_store(body),
+            Ok(_) => inactive,
+            Err(e) => e.into_response(),
+        };
     };
     if !admin && claims.client_id != client_id {
         return inactive;
@@ -338,11 +359,23 @@ pub async fn revoke(State(state): Shared, headers: HeaderMap, body: Bytes) -> Re
     let Some(token) = param(&pairs, "token") else {
         return OAuthError::InvalidRequest("token is missing".into()).into_response();
     };
-    if let Ok(claims) = state.security.verify(token).await
-        && (admin || claims.client_id == client_id)
-        && let Err(e) = state.security.revoke(&claims.jti, claims.exp).await
-    {
-        return OAuthError::Server(e).into_response();
+    match state.security.verify(token).await {
+        Ok(claims) => {
+            if (admin || claims.client_id == client_id)
+                && let Err(e) = state.security.revoke(&claims.jti, claims.exp).await
+            {
+                return OAuthError::Server(e).into_response();
+            }
+        }
+        // A refresh token: revoked with every token of its grant (RFC 7009 §2.1).
+        Err(_) => {
+            if let Err(e) =
+                super::authorize::revoke_refresh(&state, token, |owner| admin || owner == client_id)
+                    .await
+            {
+                return e.into_response();
+            }
+        }
     }
     json_no_store(json!({}))
 }

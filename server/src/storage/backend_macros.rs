@@ -466,6 +466,39 @@ macro_rules! impl_store {
                 super::auth::$hl7::use_jti(self.write_pool(), client_id, jti, exp, now).await
             }
 
+            async fn grant_put(
+                &self,
+                grant: &super::grants::GrantRecord,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                super::grants::$hl7::put(self.write_pool(), grant, now).await
+            }
+
+            async fn grant_redeem(
+                &self,
+                token_hash: &str,
+                kind: super::grants::GrantKind,
+                now: i64,
+            ) -> Result<super::grants::Redeemed, StoreError> {
+                super::grants::$hl7::redeem(self.write_pool(), token_hash, kind, now).await
+            }
+
+            async fn grant_get(
+                &self,
+                token_hash: &str,
+                kind: super::grants::GrantKind,
+                now: i64,
+            ) -> Result<Option<super::grants::GrantRecord>, StoreError> {
+                super::grants::$hl7::get(self.write_pool(), token_hash, kind, now).await
+            }
+
+            async fn grant_revoke_family(
+                &self,
+                family: &str,
+            ) -> Result<Vec<(String, i64)>, StoreError> {
+                super::grants::$hl7::revoke_family(self.write_pool(), family).await
+            }
+
             async fn auth_revoke(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
                 super::auth::$hl7::revoke(self.write_pool(), jti, exp).await
             }

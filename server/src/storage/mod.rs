@@ -13,6 +13,7 @@
 #[macro_use]
 mod backend_macros;
 pub mod auth;
+pub mod grants;
 pub mod hl7_messages;
 
 pub mod postgres;
@@ -277,6 +278,29 @@ pub trait Store: Send + Sync {
     async fn auth_revoke(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
     /// The jtis of revoked access tokens not yet expired at `now`.
     async fn auth_revoked(&self, now: i64) -> Result<Vec<String>, StoreError>;
+
+    // SMART App Launch grants (issue 5; table auth_grants, see grants.rs).
+
+    /// Stores a new grant (login session, code, refresh token, launch context, access jti).
+    async fn grant_put(&self, grant: &grants::GrantRecord, now: i64) -> Result<(), StoreError>;
+    /// Redeems a single-use grant by the hash of its secret: marks it used when fresh, or
+    /// tells that it was used before (a replay).
+    async fn grant_redeem(
+        &self,
+        token_hash: &str,
+        kind: grants::GrantKind,
+        now: i64,
+    ) -> Result<grants::Redeemed, StoreError>;
+    /// A valid (unused, unrevoked, unexpired) grant, without redeeming it.
+    async fn grant_get(
+        &self,
+        token_hash: &str,
+        kind: grants::GrantKind,
+        now: i64,
+    ) -> Result<Option<grants::GrantRecord>, StoreError>;
+    /// Revokes every grant of a family; returns `(jti, exp)` of the access tokens issued
+    /// from it.
+    async fn grant_revoke_family(&self, family: &str) -> Result<Vec<(String, i64)>, StoreError>;
 }
 
 /// One database transaction. Dropping it without [`StoreTx::commit`] rolls back.
