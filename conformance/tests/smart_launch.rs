@@ -722,6 +722,16 @@ async fn roles_cap_what_a_user_is_granted(backend: Backend) {
     get_as(s, at, &format!("Patient/{}", w.ann))
         .await
         .assert_status(200);
+    // The access log about Ann is in her compartment but not hers to read (R10: the
+    // audit trail needs an administrator's scope).
+    get_as(s, at, "AuditEvent").await.assert_status(403);
+    get_as(
+        s,
+        at,
+        &format!("Patient?_id={}&_revinclude=AuditEvent:patient", w.ann),
+    )
+    .await
+    .assert_status(403);
 }
 
 /// Seed 004 NFR-SEC-001: five failed logins within 15 minutes lock the account; the right

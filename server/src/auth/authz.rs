@@ -40,6 +40,9 @@ use crate::interaction::search::compartment_param;
 use crate::search::{SearchParam, SearchQuery};
 use crate::storage::StoreTx;
 
+/// The audit trail's resource type.
+const AUDIT_EVENT: &str = "AuditEvent";
+
 /// What a principal may do on one type, and under which conditions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
@@ -88,10 +91,22 @@ impl Principal {
                 } else {
                     None
                 };
-                Ok(Grant {
+                let grant = Grant {
                     patient,
                     restrictions,
-                })
+                };
+                // Issue 5 item 9 (R10): the audit trail is readable only with an
+                // administrator's scope, i.e. an unrestricted user/ or system/ grant; a
+                // patient/ scope (AuditEvent is in the Patient compartment) or a
+                // query-restricted one does not reach it.
+                if res_type == AUDIT_EVENT && !grant.is_unconditional() {
+                    return Err(ApiError::Forbidden(
+                        "AuditEvents are readable only with an administrator's scope (an \
+                         unrestricted user/ or system/ scope on AuditEvent)"
+                            .into(),
+                    ));
+                }
+                Ok(grant)
             }
         }
     }
@@ -495,6 +510,20 @@ mod tests {
         );
         let p = principal("patient/Observation.rs", None);
         assert!(p.require(Interaction::Search, "Observation").is_err());
+    }
+
+    #[test]
+    fn audit_events_need_an_unrestricted_user_or_system_scope() {
+        let patient = principal("patient/*.rs", Some("p1"));
+        assert!(patient.require(Interaction::Search, "Observation").is_ok());
+        assert!(matches!(
+            patient.require(Interaction::Search, "AuditEvent"),
+            Err(ApiError::Forbidden(_))
+        ));
+        let restricted = principal("system/AuditEvent.rs?outcome=0", None);
+        assert!(restricted.require(Interaction::Read, "AuditEvent").is_err());
+        let admin = principal("user/*.cruds", None);
+        assert!(admin.require(Interaction::Read, "AuditEvent").is_ok());
     }
 
     #[test]
