@@ -255,6 +255,46 @@ fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// Verifies an id_token as an OIDC client would (OIDC Core §3.1.3.7): the keys from the
+/// `jwks_uri` of `/.well-known/openid-configuration`, `iss` = its `issuer`, `aud` = the
+/// client id. Returns the claims.
+async fn verified_id_token(server: &Server, jwt: &str) -> Value {
+    let conf = server
+        .request(
+            Method::GET,
+            &format!("{}/.well-known/openid-configuration", server.root()),
+        )
+        .send()
+        .await;
+    conf.assert_status(200);
+    let conf = conf.json();
+    assert_eq!(conf["issuer"], server.root());
+    let jwks = server
+        .request(Method::GET, conf["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .json();
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    let kid = header.kid.expect("kid");
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the id_token's key is published");
+    let key = jsonwebtoken::DecodingKey::from_ec_components(
+        jwk["x"].as_str().unwrap(),
+        jwk["y"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.set_audience(&[APP]);
+    validation.set_issuer(&[server.root()]);
+    jsonwebtoken::decode::<Value>(jwt, &key, &validation)
+        .expect("the id_token verifies")
+        .claims
+}
+
 struct World {
     server: Server,
     admin: String,
@@ -387,7 +427,7 @@ async fn standalone_launch_with_login_consent_and_patient_picker(backend: Backen
         "{granted}"
     );
     assert!(tok["refresh_token"].is_string(), "{tok}");
-    let id = claims(tok["id_token"].as_str().unwrap());
+    let id = verified_id_token(s, tok["id_token"].as_str().unwrap()).await;
     assert_eq!(id["aud"], APP);
     assert_eq!(id["sub"], "dr.grey");
     assert_eq!(id["nonce"], "n-1");

@@ -75,6 +75,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/fhir/.well-known/smart-configuration",
             with_405(get(oauth::smart_configuration)),
         )
+        .route(
+            "/.well-known/openid-configuration",
+            with_405(get(oauth::openid_configuration)),
+        )
         .route("/auth/jwks", with_405(get(oauth::jwks)))
         .route("/auth/token", with_405(post(oauth::token)))
         .route(

@@ -70,6 +70,26 @@ pub async fn smart_configuration(State(state): Shared) -> Response {
     json_no_store(doc)
 }
 
+/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0 §3): what an
+/// OIDC client needs to verify our id_tokens (SMART capability `sso-openid-connect`).
+pub async fn openid_configuration(State(state): Shared) -> Response {
+    let iss = &state.security.issuer;
+    json_no_store(json!({
+        "issuer": iss,
+        "authorization_endpoint": format!("{iss}/auth/authorize"),
+        "token_endpoint": state.security.token_url,
+        "jwks_uri": format!("{iss}/auth/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256", "ES384"],
+        "scopes_supported": ["openid", "fhirUser", "profile", "offline_access", "online_access"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "fhirUser"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+    }))
+}
+
 /// `GET /auth/jwks`.
 pub async fn jwks(State(state): Shared) -> Response {
     let mut resp = Json(state.security.jwks_json()).into_response();
