@@ -334,6 +334,7 @@ pub async fn user(cmd: UserCommand) -> Result<(), SecurityError> {
                     failures: "[]".into(),
                     locked_until: None,
                     created_at: now_secs(),
+                    must_change_password: false,
                 })
                 .await?;
             println!("user {username} saved with role {role}");
