@@ -101,7 +101,7 @@ enum Command {
     /// HL7 v2: list and reprocess stored messages, send files over MLLP.
     #[command(subcommand)]
     Hl7(mllp::admin::Hl7Command),
-    /// OAuth clients (SMART Backend Services): register, list.
+    /// OAuth clients (SMART Backend Services): add, list, remove.
     #[command(subcommand)]
     Client(auth_cli::ClientCommand),
     /// Signing keys: rotate.
@@ -110,7 +110,7 @@ enum Command {
     /// Mint an access token with the stored signing key and print it (operators on the
     /// server host; see README § Security).
     Token(auth_cli::TokenArgs),
-    /// Users (hospital staff, patients): add.
+    /// Users (hospital staff, patients): add, passwd, list, remove.
     #[command(subcommand)]
     User(auth_cli::UserCommand),
 }
