@@ -167,6 +167,11 @@ async fn main() -> std::process::ExitCode {
                     auto_create_patients: !hl7_no_auto_create,
                 }),
                 auth: !no_auth,
+                // Read from the environment only (a flag would show in `ps`).
+                admin_password: std::env::var(mediflow::auth::accounts::ADMIN_PASSWORD_ENV)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(mediflow::auth::accounts::Password),
             })
             .await
         }
