@@ -1,6 +1,7 @@
 //! Passwords: Argon2id hashes in PHC string form (RFC 9106; the `argon2` crate's
-//! defaults, OWASP's m=19 MiB, t=2, p=1), and the login throttle of seed 004
-//! NFR-SEC-001 (issue 5, item 8).
+//! defaults, OWASP's m=19 MiB, t=2, p=1), the login throttle of seed 004
+//! NFR-SEC-001 (issue 5, item 8), and random one-time passwords ([`generate`], issue 5,
+//! item 1: the first administrator's).
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -56,6 +57,35 @@ pub fn needs_rehash(phc: &str) -> bool {
         }
         Err(_) => true,
     }
+}
+
+/// Characters of [`generate`]d passwords: ASCII letters and digits without the look-alikes
+/// `0 O o 1 l I` (56 symbols, ~5.8 bits each), so a password read off a terminal can be
+/// typed without doubt.
+pub const GENERATED_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnpqrstuvwxyz";
+
+/// Length of [`generate`]d passwords: 24 symbols of [`GENERATED_ALPHABET`], ~139 bits.
+pub const GENERATED_LEN: usize = 24;
+
+/// A random password of [`GENERATED_LEN`] symbols of [`GENERATED_ALPHABET`], drawn from
+/// the operating system's CSPRNG (`OsRng`) without modulo bias (bytes beyond the largest
+/// multiple of the alphabet size are redrawn).
+pub fn generate() -> String {
+    use argon2::password_hash::rand_core::RngCore;
+    let n = GENERATED_ALPHABET.len();
+    let limit = 256 - 256 % n; // bytes >= limit would favour the first symbols
+    let mut out = String::with_capacity(GENERATED_LEN);
+    let mut buf = [0u8; 64];
+    while out.len() < GENERATED_LEN {
+        OsRng.fill_bytes(&mut buf);
+        for &b in buf.iter().filter(|&&b| usize::from(b) < limit) {
+            if out.len() == GENERATED_LEN {
+                break;
+            }
+            out.push(char::from(GENERATED_ALPHABET[usize::from(b) % n]));
+        }
+    }
+    out
 }
 
 /// The login throttle policy (seed 004 NFR-SEC-001): `max_failures` failed logins of one
@@ -174,6 +204,17 @@ mod tests {
     fn unsorted_failures_are_handled() {
         let t = LoginThrottle::default();
         assert_eq!(t.locked_until(&[40, 10, 30, 20, 0], 41), Some(940));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_random_and_unambiguous() {
+        let a = generate();
+        let b = generate();
+        assert_eq!(a.len(), GENERATED_LEN);
+        const { assert!(GENERATED_LEN >= 20) };
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| GENERATED_ALPHABET.contains(&c)), "{a}");
+        assert!(!a.contains(['0', 'O', 'o', '1', 'l', 'I']), "{a}");
     }
 
     #[test]

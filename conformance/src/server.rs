@@ -25,7 +25,13 @@ pub struct Server {
     extra_args: Vec<String>,
     /// Started without `--no-auth` ([`Server::start_secure`]).
     secure: bool,
+    /// Extra environment variables of the process ([`Server::start_secure_with_env`]).
+    env: Vec<(String, String)>,
+    /// stderr (the tracing log), appended across restarts.
     log_path: PathBuf,
+    /// stdout of the current process (truncated at each start): where `serve` prints the
+    /// first administrator's one-time password.
+    stdout_path: PathBuf,
     client: reqwest::Client,
     // Declared last: dropped after the process is gone.
     db: TestDb,
@@ -86,17 +92,24 @@ impl Server {
 
     /// [`Server::start_secure`] on an existing test database, with extra flags.
     pub async fn start_secure_on(db: TestDb, args: &[&str]) -> Server {
-        Self::launch(db, args, true).await
+        Self::launch(db, args, true, &[]).await
+    }
+
+    /// [`Server::start_secure_on`] with environment variables for the process (e.g.
+    /// `MEDIFLOW_ADMIN_PASSWORD`), kept across restarts.
+    pub async fn start_secure_with_env(db: TestDb, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::launch(db, args, true, env).await
     }
 
     /// Start a server (`--no-auth`) on an existing test database (e.g. one filled by
     /// `mediflow import`).
     pub async fn start_on(db: TestDb, args: &[&str]) -> Server {
-        Self::launch(db, args, false).await
+        Self::launch(db, args, false, &[]).await
     }
 
-    async fn launch(db: TestDb, args: &[&str], secure: bool) -> Server {
+    async fn launch(db: TestDb, args: &[&str], secure: bool, env: &[(&str, &str)]) -> Server {
         let log_path = db.dir().join("server.log");
+        let stdout_path = db.dir().join("server.stdout");
         let [port, mllp_port] = free_ports();
         let mut server = Server {
             child: None,
@@ -104,7 +117,12 @@ impl Server {
             mllp_port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             secure,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path,
+            stdout_path,
             client: new_client(),
             db,
         };
@@ -141,6 +159,7 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("open server log");
+        let stdout = File::create(&self.stdout_path).expect("create server stdout file");
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = Command::new(mediflow_bin());
         cmd.arg("serve")
@@ -155,8 +174,9 @@ impl Server {
             // test server its own port so servers running in parallel do not collide.
             // (An environment variable, so binaries without MLLP simply ignore it.)
             .env("MEDIFLOW_MLLP_LISTEN", self.mllp_addr())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().expect("clone log handle")))
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(log));
         let child = cmd
             .spawn()
@@ -273,6 +293,16 @@ impl Server {
         &self.log_path
     }
 
+    /// Everything the server wrote on stderr (its log), over all its starts.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// What the current server process wrote on stdout since it started.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
@@ -386,10 +416,11 @@ impl Drop for Server {
         self.kill();
         if std::thread::panicking() {
             eprintln!(
-                "mediflow ({}) log: {}\n--- log tail ---\n{}",
+                "mediflow ({}) log: {}\n--- log tail ---\n{}\n--- stdout tail ---\n{}",
                 self.db.backend(),
                 self.log_path.display(),
-                log_tail(&self.log_path, 3000)
+                log_tail(&self.log_path, 3000),
+                log_tail(&self.stdout_path, 1000)
             );
         }
     }

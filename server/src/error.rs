@@ -146,6 +146,118 @@ impl IntoResponse for OAuthError {
     }
 }
 
+/// The error responses of the admin API (`/admin/…`, `crate::http::admin`): plain JSON
+/// `{"error", "error_description"}` as at the OAuth endpoints, not an OperationOutcome
+/// (these are not FHIR resources), with the RFC 6750 §3.1 codes for token problems.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// 400 `invalid_request`: malformed JSON, a missing or bad field (the message says
+    /// which).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401 `invalid_token` (RFC 6750 §3.1), with `WWW-Authenticate`: no or no valid
+    /// bearer token.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 403 `insufficient_scope` (RFC 6750 §3.1), with `WWW-Authenticate` naming the scope
+    /// needed: the token is valid but not an admin's.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// 404 `not_found`: no such user or client (or no such admin endpoint).
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 409 `conflict`: the username or client id is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// 500 `server_error`: a database failure.
+    #[error(transparent)]
+    Server(#[from] StoreError),
+    /// 500 `server_error`: anything else that should not happen.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AdminError {
+    /// The `error` code of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdminError::InvalidRequest(_) => "invalid_request",
+            AdminError::InvalidToken(_) => "invalid_token",
+            AdminError::InsufficientScope(_) => "insufficient_scope",
+            AdminError::NotFound(_) => "not_found",
+            AdminError::MethodNotAllowed(_) => "method_not_allowed",
+            AdminError::Conflict(_) => "conflict",
+            AdminError::Server(_) | AdminError::Internal(_) => "server_error",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            AdminError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::Server(_) | AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<crate::auth::accounts::AccountError> for AdminError {
+    fn from(e: crate::auth::accounts::AccountError) -> Self {
+        use crate::auth::accounts::AccountError;
+        match e {
+            AccountError::Invalid(m) => AdminError::InvalidRequest(m),
+            AccountError::NotFound(m) => AdminError::NotFound(m),
+            AccountError::Taken(m) => AdminError::Conflict(m),
+            AccountError::Store(e) => AdminError::Server(e),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        use axum::http::{HeaderValue, header};
+        if self.status().is_server_error() {
+            tracing::error!(error = %self, "admin request failed");
+        }
+        let description = match &self {
+            AdminError::Server(_) | AdminError::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        let body = json!({"error": self.code(), "error_description": description});
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match self {
+            AdminError::InvalidToken(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE),
+                );
+            }
+            AdminError::InsufficientScope(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE_ADMIN),
+                );
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// The `WWW-Authenticate` challenge of a 403 from the admin API (RFC 6750 §3: the scope
+/// needed, `crate::auth::authz::ADMIN_SCOPE`).
+pub const WWW_AUTHENTICATE_ADMIN: &str =
+    r#"Bearer realm="MediFlow", error="insufficient_scope", scope="system/*.cruds""#;
+
 impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         ApiError::BadRequest(e.to_string())

@@ -101,7 +101,7 @@ enum Command {
     /// HL7 v2: list and reprocess stored messages, send files over MLLP.
     #[command(subcommand)]
     Hl7(mllp::admin::Hl7Command),
-    /// OAuth clients (SMART Backend Services): register, list.
+    /// OAuth clients (SMART Backend Services): add, list, remove.
     #[command(subcommand)]
     Client(auth_cli::ClientCommand),
     /// Signing keys: rotate.
@@ -110,7 +110,7 @@ enum Command {
     /// Mint an access token with the stored signing key and print it (operators on the
     /// server host; see README § Security).
     Token(auth_cli::TokenArgs),
-    /// Users (hospital staff, patients): add.
+    /// Users (hospital staff, patients): add, passwd, list, remove.
     #[command(subcommand)]
     User(auth_cli::UserCommand),
 }
@@ -167,6 +167,11 @@ async fn main() -> std::process::ExitCode {
                     auto_create_patients: !hl7_no_auto_create,
                 }),
                 auth: !no_auth,
+                // Read from the environment only (a flag would show in `ps`).
+                admin_password: std::env::var(mediflow::auth::accounts::ADMIN_PASSWORD_ENV)
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .map(mediflow::auth::accounts::Password),
             })
             .await
         }

@@ -1,5 +1,6 @@
-//! Start-up: connect the store (running its migrations), compile the validator, bind the
-//! HTTP listener and the HL7 v2 MLLP listener (`crate::mllp`), and serve until SIGTERM or
+//! Start-up: connect the store (running its migrations), compile the validator, create the
+//! first administrator on an empty user table (`crate::auth::accounts`), bind the HTTP
+//! listener and the HL7 v2 MLLP listener (`crate::mllp`), and serve until SIGTERM or
 //! Ctrl-C (graceful shutdown: in-flight requests and messages finish).
 
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use fhir_model::validation::Validator;
 
+use crate::auth::accounts::{self, FirstAdmin};
 use crate::http::{AppState, router};
 use crate::interaction::Context;
 use crate::storage;
@@ -30,6 +32,9 @@ pub struct ServeConfig {
     pub mllp: Option<crate::mllp::MllpConfig>,
     /// Require bearer tokens on the FHIR API (issue 5); false with `--no-auth`.
     pub auth: bool,
+    /// The first administrator's password (`MEDIFLOW_ADMIN_PASSWORD`), used only when
+    /// authorization is on and there is no user yet; generated when `None`.
+    pub admin_password: Option<crate::auth::accounts::Password>,
 }
 
 /// Builds the interaction context: connects the store and compiles the validator.
@@ -102,6 +107,9 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         );
     }
     let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
+    if config.auth {
+        first_admin(&ctx, config.admin_password.as_ref(), &auditor).await?;
+    }
     let state = Arc::new(AppState {
         ctx,
         max_body_bytes: config.max_body_bytes,
@@ -135,6 +143,68 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
     }
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// First start (issue 5, item 1): creates the administrator when there is no user at all
+/// ([`accounts::ensure_first_admin`]) and audits it. A generated password is printed once,
+/// on stdout (never in the log, which goes to stderr and may be collected); a password
+/// from `MEDIFLOW_ADMIN_PASSWORD` is never printed.
+async fn first_admin(
+    ctx: &Context,
+    given: Option<&accounts::Password>,
+    auditor: &crate::auth::audit::Auditor,
+) -> StartResult<()> {
+    use crate::auth::audit::{self, AuditRecord, EventKind};
+    let outcome = accounts::ensure_first_admin(ctx.store.as_ref(), given).await?;
+    let admin = accounts::FIRST_ADMIN;
+    match &outcome {
+        FirstAdmin::NotNeeded => return Ok(()),
+        FirstAdmin::CreatedWithGivenPassword => tracing::info!(
+            username = admin,
+            "no user yet: created the administrator with the password of {}",
+            accounts::ADMIN_PASSWORD_ENV
+        ),
+        FirstAdmin::CreatedWithOneTimePassword(password) => {
+            tracing::info!(
+                username = admin,
+                "no user yet: created the administrator; its one-time password is on stdout"
+            );
+            println!("{}", one_time_password_notice(&password.0));
+        }
+    }
+    let operator = crate::auth::Principal {
+        client_id: "mediflow".into(),
+        sub: "mediflow".into(),
+        ..crate::auth::Principal::anonymous()
+    };
+    let mut record = AuditRecord::new(
+        EventKind::Admin,
+        audit::ADMIN_CHANGE,
+        "C",
+        201,
+        Some(&operator),
+    );
+    record.user_agent = Some("mediflow serve (first start)".into());
+    record.account = Some((audit::USER_SYSTEM, admin.to_string()));
+    auditor.record(record).await;
+    Ok(())
+}
+
+/// The message that shows the first administrator's generated password, once.
+fn one_time_password_notice(password: &str) -> String {
+    let admin = accounts::FIRST_ADMIN;
+    format!(
+        "\n\
+         ================================================================================\n\
+         MediFlow first start: created the administrator account\n\
+         \n    username:           {admin}\n    one-time password:  {password}\n\n\
+         This password is shown only now and is not stored in clear anywhere. It is good\n\
+         for one thing: setting a new password. No token is issued for {admin} until then:\n\
+         \n    mediflow user passwd --username {admin} --password-stdin\n\n\
+         (Set {env} before the first start to choose the password instead.)\n\
+         ================================================================================",
+        env = accounts::ADMIN_PASSWORD_ENV
+    )
 }
 
 /// Hides a password in a database URL before logging it.

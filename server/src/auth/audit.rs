@@ -24,6 +24,16 @@
 //! Token grants are audited with `type` DICOM 110114 "User Authentication", `subtype`
 //! DICOM 110122 "Login", action E.
 //!
+//! User and client administration (the admin API `/admin/…`, the `mediflow user|client`
+//! commands, the administrator created on first start) is audited with `type` DICOM
+//! 110113 "Security Alert" (R4 valueset-audit-event-type) and, from R4
+//! valueset-audit-event-sub-type (DICOM PS3.16 CID 403 "Security Alert Type"), `subtype`
+//! 110137 "User Security Attributes Changed" for a change (action C, U or D) and 110132
+//! "Use of Restricted Function" for a listing or reading (action R) and for a refused
+//! attempt; the account concerned is an `entity` with `what.identifier` (system
+//! [`USER_SYSTEM`] or [`CLIENT_SYSTEM`]), `type` 2 "System Object" and `role` 11
+//! "Security User Entity" (object-role).
+//!
 //! Cost: events go through a bounded channel to one background task that writes them in
 //! batches (one database transaction for whatever has queued up, at most
 //! [`MAX_BATCH`]), through the store like any resource (indexed, searchable) but never
@@ -44,6 +54,13 @@ use crate::storage::{NewVersion, Store};
 
 /// The identifier system of `agent.who` for OAuth client ids.
 pub const CLIENT_SYSTEM: &str = "urn:mediflow:oauth-client";
+/// The identifier system of user accounts (usernames) in admin events' `entity`.
+pub const USER_SYSTEM: &str = "urn:mediflow:user";
+/// Subtype of an administrative change: DICOM 110137 "User Security Attributes Changed".
+pub const ADMIN_CHANGE: &str = "110137";
+/// Subtype of an administrative read or refusal: DICOM 110132 "Use of Restricted
+/// Function".
+pub const ADMIN_USE: &str = "110132";
 /// The extension carrying the requestor's `User-Agent` header on `AuditEvent.agent`.
 pub const USER_AGENT_EXTENSION: &str = "urn:mediflow:extension:user-agent";
 /// Largest number of events written in one transaction.
@@ -58,6 +75,9 @@ pub enum EventKind {
     Rest,
     /// A token request (DICOM 110114 / 110122).
     Login,
+    /// User and client administration (DICOM 110113; `subtype` [`ADMIN_CHANGE`] or
+    /// [`ADMIN_USE`]).
+    Admin,
 }
 
 /// One event to record.
@@ -85,6 +105,9 @@ pub struct AuditRecord {
     pub patient: Option<String>,
     /// The query string of a search.
     pub query: Option<String>,
+    /// The account an administrative event concerns: identifier system ([`USER_SYSTEM`]
+    /// or [`CLIENT_SYSTEM`]) and value.
+    pub account: Option<(&'static str, String)>,
     /// Micro-seconds since the epoch.
     pub recorded: i64,
 }
@@ -114,6 +137,7 @@ impl AuditRecord {
             entity: None,
             patient: principal.and_then(|p| p.patient.as_ref().map(|id| format!("Patient/{id}"))),
             query: None,
+            account: None,
             recorded: clock::now_micros(),
         }
     }
@@ -128,6 +152,10 @@ impl AuditRecord {
             EventKind::Login => (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}),
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110122", "display": "Login"}),
+            ),
+            EventKind::Admin => (
+                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert"}),
+                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": self.subtype, "display": if self.subtype == ADMIN_CHANGE { "User Security Attributes Changed" } else { "Use of Restricted Function" }}),
             ),
         };
         let outcome = match self.status {
@@ -157,6 +185,13 @@ impl AuditRecord {
             entities.push(json!({
                 "what": {"reference": what},
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+            }));
+        }
+        if let Some((system, value)) = &self.account {
+            entities.push(json!({
+                "what": {"identifier": {"system": system, "value": value}},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "11", "display": "Security User Entity"},
             }));
         }
         if let Some(q) = self.query.as_deref().filter(|q| !q.is_empty()) {
@@ -331,6 +366,9 @@ impl AuditRecord {
             }
         }
         for entity in value["entity"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            if entity.pointer("/what/identifier").is_some() {
+                return None; // an account (admin events, rare): the generic extraction
+            }
             if let Some(r) = entity.pointer("/what/reference").and_then(Value::as_str) {
                 push(key("entity", "")?, reference(r)?);
                 if r.starts_with("Patient/") {
@@ -466,6 +504,34 @@ mod tests {
         let login = AuditRecord::new(EventKind::Login, "login", "E", 401, None).to_version();
         let value: Value = serde_json::from_str(login.content.as_deref().unwrap()).unwrap();
         validator.validate(&value).unwrap();
+        assert_eq!(value["outcome"], "4");
+    }
+
+    #[test]
+    fn admin_events_are_valid_security_alerts_naming_the_account() {
+        let validator = fhir_model::validation::Validator::new().unwrap();
+        let p = Principal::anonymous();
+        let mut r = AuditRecord::new(EventKind::Admin, ADMIN_CHANGE, "C", 201, Some(&p));
+        r.account = Some((USER_SYSTEM, "dr.house".into()));
+        let v = r.to_version();
+        let value: Value = serde_json::from_str(v.content.as_deref().unwrap()).unwrap();
+        validator.validate(&value).unwrap();
+        assert_eq!(value["type"]["code"], "110113");
+        assert_eq!(value["subtype"][0]["code"], "110137");
+        assert_eq!(
+            value["entity"][0]["what"]["identifier"]["value"],
+            "dr.house"
+        );
+        assert_eq!(value["entity"][0]["role"]["code"], "11");
+        // Indexed by the generic extraction: searchable by type and subtype.
+        assert_eq!(
+            sorted(&v.index),
+            sorted(&indexing::extract(&value)),
+            "{value}"
+        );
+        let refused = AuditRecord::new(EventKind::Admin, ADMIN_USE, "R", 403, Some(&p));
+        let value = refused.to_resource();
+        assert_eq!(value["subtype"][0]["display"], "Use of Restricted Function");
         assert_eq!(value["outcome"], "4");
     }
 

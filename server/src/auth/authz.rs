@@ -141,6 +141,31 @@ impl Principal {
     }
 }
 
+/// The scope the admin API (`/admin/…`, `crate::http::admin`) asks for: every
+/// interaction on every type, unconditionally. Any scope string that allows as much
+/// qualifies (`system/*.cruds`, `user/*.cruds`, v1 `system/*.*`). It is the ADMIN role's
+/// cap (`mediflow_auth::Role::cap`) and no other role's: whoever can create users and
+/// clients can give themselves everything, so only a token that has everything already
+/// may do it.
+pub const ADMIN_SCOPE: &str = "system/*.cruds";
+
+impl Principal {
+    /// Whether this principal may use the admin API: its scopes allow every interaction
+    /// (c, r, u, d, s) on every type with no patient or query condition ([`ADMIN_SCOPE`]).
+    /// True for the anonymous principal of `--no-auth`.
+    pub fn is_admin(&self) -> bool {
+        [
+            Interaction::Create,
+            Interaction::Read,
+            Interaction::Update,
+            Interaction::Delete,
+            Interaction::Search,
+        ]
+        .into_iter()
+        .all(|i| self.allows_everything(i))
+    }
+}
+
 /// The search parameters that express `grant`'s conditions on `res_type`.
 pub fn grant_params(res_type: &str, grant: &Grant) -> Result<Vec<SearchParam>, ApiError> {
     let mut out = Vec::new();
@@ -485,6 +510,35 @@ mod tests {
             scopes: ScopeSet::parse(scope).unwrap(),
             patient: patient.map(str::to_string),
             ..Principal::anonymous()
+        }
+    }
+
+    #[test]
+    fn only_a_token_allowing_everything_is_admin() {
+        for admin in [
+            ADMIN_SCOPE,
+            "user/*.cruds",
+            "system/*.*",
+            "system/*.read system/*.write",
+        ] {
+            assert!(principal(admin, None).is_admin(), "{admin}");
+        }
+        for not_admin in [
+            "system/*.rs",
+            "system/*.crus",
+            "system/Patient.cruds",
+            "patient/*.cruds",
+            "system/*.cruds?category=laboratory",
+        ] {
+            assert!(!principal(not_admin, Some("p1")).is_admin(), "{not_admin}");
+        }
+        // Every role's cap but ADMIN's falls short.
+        for role in mediflow_auth::Role::ALL {
+            let p = Principal {
+                scopes: role.cap(),
+                ..principal("openid", None)
+            };
+            assert_eq!(p.is_admin(), role == mediflow_auth::Role::Admin, "{role}");
         }
     }
 

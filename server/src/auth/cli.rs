@@ -3,7 +3,8 @@
 //! * `mediflow client add --client-id ID (--jwks FILE | --jwks-url URL) --scope "…"
 //!   [--name N]`: registers (or replaces) a SMART Backend Services client
 //!   (backend-services.html § "Registering a SMART Backend Service": a client id and a JWK
-//!   Set, inline or by URL); `mediflow client list`.
+//!   Set, inline or by URL); `mediflow client list`; `mediflow client remove --client-id
+//!   ID`.
 //! * `mediflow keys rotate`: a new signing key becomes current, the old one is retired
 //!   and stays in the JWKS until its tokens have expired.
 //! * `mediflow token --client-id ID --scope "…" [--patient ID]`: mints an access token
@@ -12,20 +13,27 @@
 //!   could do anything anyway; for a registered client the scope is capped by its
 //!   registration, for any other client id the scope is granted as asked. The token's
 //!   `iss`/`aud` follow `--base-url` (as for `serve`). The grant is audited.
-//! * `mediflow user add --username U --role ROLE [--fhir-user Practitioner/1]`: adds a
-//!   user with an Argon2id password hash; the password is read from stdin
+//! * `mediflow user add --username U --role ROLE [--fhir-user Practitioner/1]`: adds (or
+//!   replaces) a user with an Argon2id password hash; the password is read from stdin
 //!   (`--password-stdin`) or `MEDIFLOW_USER_PASSWORD`, never printed.
+//!   `mediflow user passwd --username U` sets a new password the same way and clears the
+//!   user's "must change the password" flag and login lock (the way out of the first
+//!   start's one-time password); `mediflow user list`; `mediflow user remove --username U`.
+//!
+//! Input is checked by [`super::accounts`], as for the admin API. Changes to users and
+//! clients are audited (DICOM 110113/110137, see [`super::audit`]) with agent `mediflow`
+//! (the CLI run by an operator on the server host).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use mediflow_auth::{Jwks, KeyAlgorithm, Role, ScopeSet};
+use mediflow_auth::{KeyAlgorithm, ScopeSet};
 use serde_json::Value;
 
-use super::audit::{AuditRecord, Auditor, EventKind};
+use super::accounts::{self, AccountError};
+use super::audit::{self, AuditRecord, Auditor, EventKind};
 use super::{Principal, Security, SecurityError, now_secs};
-use crate::storage::auth::{ClientRecord, UserRecord};
 use crate::storage::{self, Store};
 
 /// The embedded default database (as for `serve`).
@@ -86,6 +94,14 @@ pub enum ClientCommand {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Remove a client registration (its tokens stay valid until they expire).
+    Remove {
+        /// The client id.
+        #[arg(long)]
+        client_id: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 /// `mediflow keys …`.
@@ -142,6 +158,31 @@ pub enum UserCommand {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Set a user's password (stdin or MEDIFLOW_USER_PASSWORD); clears the "must change
+    /// the password" flag of a one-time password and the login lock.
+    Passwd {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List the users (never their password hashes).
+    List {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Remove a user (tokens already issued stay valid until they expire).
+    Remove {
+        /// Login name.
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 fn input(msg: String) -> SecurityError {
@@ -161,78 +202,33 @@ pub async fn client(cmd: ClientCommand) -> Result<(), SecurityError> {
             name,
             db,
         } => {
-            if client_id.trim().is_empty() {
-                return Err(input("--client-id must not be empty".into()));
-            }
-            let scopes = ScopeSet::parse(&scope)?;
-            if scopes.has_no_resource_access() {
-                return Err(input(format!(
-                    "--scope {scope:?} grants no resource access"
-                )));
-            }
-            let jwks_text = match &jwks {
+            let jwks_value: Option<Value> = match &jwks {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .map_err(|e| input(format!("{}: {e}", path.display())))?;
-                    let value: Value = serde_json::from_str(&text)
-                        .map_err(|e| input(format!("{}: not JSON: {e}", path.display())))?;
-                    check_public_jwks(&value)?;
-                    Some(value.to_string())
+                    Some(
+                        serde_json::from_str(&text)
+                            .map_err(|e| input(format!("{}: not JSON: {e}", path.display())))?,
+                    )
                 }
                 None => None,
             };
-            if let Some(url) = &jwks_url {
-                url::Url::parse(url).map_err(|e| input(format!("--jwks-url {url}: {e}")))?;
-            }
-            let has_keys = jwks_text.is_some() || jwks_url.is_some();
-            match kind.as_str() {
-                "public" if has_keys => {
-                    return Err(input(
-                        "a public client has no keys: drop --jwks/--jwks-url or use \
-                         --kind confidential"
-                            .into(),
-                    ));
-                }
-                "backend" | "confidential" if !has_keys => {
-                    return Err(input(format!(
-                        "a {kind} client authenticates with private_key_jwt: give --jwks or \
-                         --jwks-url"
-                    )));
-                }
-                _ => {}
-            }
-            if kind == "backend" && !redirect_uris.is_empty() {
-                return Err(input(
-                    "a backend client has no redirect URI (client_credentials grant)".into(),
-                ));
-            }
-            if kind != "backend" && redirect_uris.is_empty() {
-                return Err(input(format!(
-                    "a {kind} app needs at least one --redirect-uri"
-                )));
-            }
-            for uri in &redirect_uris {
-                let u = url::Url::parse(uri)
-                    .map_err(|e| input(format!("--redirect-uri {uri}: {e}")))?;
-                // RFC 6749 §3.1.2: absolute, without a fragment.
-                if u.fragment().is_some() {
-                    return Err(input(format!("--redirect-uri {uri} has a fragment")));
-                }
-            }
+            let record = accounts::new_client(
+                accounts::ClientKind::parse(&kind)?,
+                &client_id,
+                name.as_deref(),
+                jwks_value.as_ref(),
+                jwks_url.as_deref(),
+                &redirect_uris,
+                &scope,
+            )?;
             let store = db.open().await?;
-            store
-                .auth_put_client(&ClientRecord {
-                    client_id: client_id.clone(),
-                    name: name.unwrap_or_else(|| client_id.clone()),
-                    kind: kind.clone(),
-                    jwks: jwks_text,
-                    jwks_url,
-                    scopes: scopes.to_string(),
-                    redirect_uris: serde_json::json!(redirect_uris).to_string(),
-                    created_at: now_secs(),
-                })
-                .await?;
-            println!("client {client_id} registered ({kind}) with scope \"{scopes}\"");
+            store.auth_put_client(&record).await?;
+            audit_change(store, "C", (audit::CLIENT_SYSTEM, client_id.clone())).await;
+            println!(
+                "client {client_id} registered ({kind}) with scope \"{}\"",
+                record.scopes
+            );
             Ok(())
         }
         ClientCommand::List { db } => {
@@ -250,27 +246,60 @@ pub async fn client(cmd: ClientCommand) -> Result<(), SecurityError> {
             }
             Ok(())
         }
+        ClientCommand::Remove { client_id, db } => {
+            let store = db.open().await?;
+            if !store.auth_delete_client(&client_id).await? {
+                return Err(AccountError::NotFound(format!("no client {client_id:?}")).into());
+            }
+            audit_change(store, "D", (audit::CLIENT_SYSTEM, client_id.clone())).await;
+            println!("client {client_id} removed");
+            Ok(())
+        }
     }
 }
 
-/// A client's JWK Set must hold at least one usable public signature key and no private
-/// key material.
-fn check_public_jwks(value: &Value) -> Result<(), SecurityError> {
-    let keys = value
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or_else(|| input("the JWK Set has no \"keys\" array".into()))?;
-    if keys.iter().any(|k| k.get("d").is_some()) {
-        return Err(input(
-            "the JWK Set contains a private key (\"d\"): register the public keys only".into(),
-        ));
+/// Audits a change made by a command (module doc): `action` C, U or D on `account`.
+async fn audit_change(
+    store: Arc<dyn Store>,
+    action: &'static str,
+    account: (&'static str, String),
+) {
+    let (auditor, task) = Auditor::start(store);
+    let operator = Principal {
+        client_id: "mediflow".into(),
+        sub: "mediflow".into(),
+        ..Principal::anonymous()
+    };
+    let mut record = AuditRecord::new(
+        EventKind::Admin,
+        audit::ADMIN_CHANGE,
+        action,
+        200,
+        Some(&operator),
+    );
+    record.user_agent = Some("mediflow (CLI)".into());
+    record.account = Some(account);
+    auditor.record(record).await;
+    drop(auditor);
+    let _ = task.await;
+}
+
+/// The password of `mediflow user add|passwd`: the first line of stdin with
+/// `--password-stdin`, else `MEDIFLOW_USER_PASSWORD`.
+fn read_password(password_stdin: bool) -> Result<String, SecurityError> {
+    if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| input(format!("reading the password from stdin: {e}")))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        std::env::var("MEDIFLOW_USER_PASSWORD").map_err(|_| {
+            input(
+                "give the password on stdin (--password-stdin) or in MEDIFLOW_USER_PASSWORD".into(),
+            )
+        })
     }
-    if Jwks::from_json(value)?.is_empty() {
-        return Err(input(
-            "the JWK Set has no usable public signature key (RS384 or ES384)".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Runs `mediflow keys …`.
@@ -348,38 +377,65 @@ pub async fn user(cmd: UserCommand) -> Result<(), SecurityError> {
             password_stdin,
             db,
         } => {
-            let role: Role = role
-                .parse()
-                .map_err(|e: mediflow_auth::roles::UnknownRole| input(e.to_string()))?;
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .map_err(|e| input(format!("reading the password from stdin: {e}")))?;
-                line.trim_end_matches(['\r', '\n']).to_string()
-            } else {
-                std::env::var("MEDIFLOW_USER_PASSWORD").map_err(|_| {
-                    input("give the password on stdin (--password-stdin) or in MEDIFLOW_USER_PASSWORD".into())
-                })?
-            };
-            if password.chars().count() < 8 {
-                return Err(input("the password must have at least 8 characters".into()));
+            // Check what needs no secret first: a bad role fails before asking for one.
+            accounts::check_username(&username)?;
+            accounts::parse_role(&role)?;
+            if let Some(f) = &fhir_user {
+                accounts::check_fhir_user(f)?;
             }
-            let hash = mediflow_auth::password::hash(&password)
-                .map_err(|e| input(format!("hashing the password: {e}")))?;
+            let password = read_password(password_stdin)?;
+            let record =
+                accounts::new_user(&username, &password, &role, fhir_user.as_deref(), false)?;
             let store = db.open().await?;
-            store
-                .auth_put_user(&UserRecord {
-                    username: username.clone(),
-                    password_hash: hash,
-                    role: role.as_str().to_string(),
-                    fhir_user,
-                    failures: "[]".into(),
-                    locked_until: None,
-                    created_at: now_secs(),
-                })
-                .await?;
-            println!("user {username} saved with role {role}");
+            store.auth_put_user(&record).await?;
+            audit_change(store, "C", (audit::USER_SYSTEM, username.clone())).await;
+            println!("user {username} saved with role {}", record.role);
+            Ok(())
+        }
+        UserCommand::Passwd {
+            username,
+            password_stdin,
+            db,
+        } => {
+            let password = read_password(password_stdin)?;
+            let store = db.open().await?;
+            accounts::set_password(store.as_ref(), &username, &password).await?;
+            audit_change(store, "U", (audit::USER_SYSTEM, username.clone())).await;
+            println!("password of {username} changed");
+            Ok(())
+        }
+        UserCommand::List { db } => {
+            let store = db.open().await?;
+            let now = now_secs();
+            for u in store.auth_users().await? {
+                let mut flags = Vec::new();
+                if u.must_change_password {
+                    flags.push("must-change-password");
+                }
+                if u.locked_until.is_some_and(|t| t > now) {
+                    flags.push("locked");
+                }
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    u.username,
+                    u.role,
+                    u.fhir_user.as_deref().unwrap_or("-"),
+                    if flags.is_empty() {
+                        "-".to_string()
+                    } else {
+                        flags.join(",")
+                    }
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Remove { username, db } => {
+            let store = db.open().await?;
+            if !store.auth_delete_user(&username).await? {
+                return Err(AccountError::NotFound(format!("no user {username:?}")).into());
+            }
+            audit_change(store, "D", (audit::USER_SYSTEM, username.clone())).await;
+            println!("user {username} removed");
             Ok(())
         }
     }

@@ -1,8 +1,9 @@
 //! The server side of MediFlow's security (issue 5), on top of the pure `mediflow-auth`
 //! crate: signing keys kept in the database, bearer-token authentication of every FHIR
-//! request, scope enforcement ([`authz`]), the AuditEvent trail ([`audit`]) and the
-//! `mediflow client|keys|token|user` commands ([`cli`]). The OAuth endpoints themselves
-//! are in `crate::http::oauth`.
+//! request, scope enforcement ([`authz`]), the AuditEvent trail ([`audit`]), the rules for
+//! user and client accounts and the administrator of the first start ([`accounts`]) and
+//! the `mediflow client|keys|token|user` commands ([`cli`]). The OAuth endpoints
+//! themselves are in `crate::http::oauth`, the admin API in `crate::http::admin`.
 //!
 //! Identifiers (decided here, documented in the README § Security):
 //! * **issuer** (`iss` of our access tokens): the server's root URL, i.e. the FHIR base
@@ -22,6 +23,7 @@
 //! running server reloads its keys when it meets an unknown `kid`, so keys rotated (or
 //! tokens minted) by the CLI on the same database are picked up without a restart.
 
+pub mod accounts;
 pub mod audit;
 pub mod authz;
 pub mod cli;
@@ -58,6 +60,9 @@ pub enum SecurityError {
     /// Bad command input (file not found, not JSON, unknown role ...).
     #[error("{0}")]
     Input(String),
+    /// A user or client account refused ([`accounts`]).
+    #[error(transparent)]
+    Account(#[from] accounts::AccountError),
 }
 
 /// Why a request's bearer token was refused (answered 401 by `crate::http`).

@@ -3,8 +3,10 @@
 //! per request, and errors rendered as OperationOutcome (via `crate::error`).
 //!
 //! Handlers live in [`handlers`]; they parse, call `crate::interaction`, and render with
-//! [`response`].
+//! [`response`]. Outside `/fhir`: the OAuth endpoints ([`oauth`]) and the admin API for
+//! users and clients ([`admin`], `/admin/…`, plain JSON).
 
+pub mod admin;
 mod authorize;
 mod handlers;
 mod hl7_messages;
@@ -19,7 +21,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 
 use crate::auth::Security;
 use crate::auth::audit::{self, AuditRecord, Auditor, EventKind};
@@ -62,7 +64,13 @@ fn with_405(r: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
     r.fallback(method_not_allowed)
 }
 
-/// The application router: every FHIR route under `/fhir`.
+/// [`with_405`] for the admin API: the 405 is JSON like its other errors.
+fn admin_405(r: MethodRouter<Arc<AppState>>) -> MethodRouter<Arc<AppState>> {
+    r.fallback(admin::method_not_allowed)
+}
+
+/// The application router: every FHIR route under `/fhir`, the OAuth endpoints under
+/// `/auth`, the admin API under `/admin`.
 pub fn router(state: Arc<AppState>) -> Router {
     use handlers::*;
     Router::new()
@@ -88,6 +96,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/launch", with_405(post(authorize::create_launch)))
         .route("/auth/introspect", with_405(post(oauth::introspect)))
         .route("/auth/revoke", with_405(post(oauth::revoke)))
+        .route(
+            "/admin/users",
+            admin_405(get(admin::list_users).post(admin::create_user)),
+        )
+        .route(
+            "/admin/users/{username}",
+            admin_405(
+                get(admin::get_user)
+                    .put(admin::update_user)
+                    .delete(admin::delete_user),
+            ),
+        )
+        .route(
+            "/admin/clients",
+            admin_405(get(admin::list_clients).post(admin::create_client)),
+        )
+        .route(
+            "/admin/clients/{client_id}",
+            admin_405(get(admin::get_client).delete(admin::delete_client)),
+        )
+        .route("/admin", any(admin::not_found))
+        .route("/admin/{*rest}", any(admin::not_found))
         .route("/fhir", with_405(get(search_system).post(bundle)))
         .route("/fhir/", with_405(get(search_system).post(bundle)))
         .route("/fhir/_search", with_405(post(search_system_post)))

@@ -1,5 +1,6 @@
 //! The security tables (issue 5): signing keys, OAuth clients, users, client-assertion
-//! `jti`s (replay protection) and revoked tokens. Layout: `migrations/<backend>/0004_auth.sql`.
+//! `jti`s (replay protection) and revoked tokens. Layout: `migrations/<backend>/0004_auth.sql`,
+//! and `0005_admin.sql` (`auth_users.must_change_password`).
 //!
 //! As for [`super::hl7_messages`], the SQL text is built once here with [`Sql`] for both
 //! backends; `sqlite::SqliteStore` and `postgres::PgStore` only run it. Times are Unix
@@ -76,13 +77,28 @@ pub struct UserRecord {
     pub locked_until: Option<i64>,
     /// Creation time.
     pub created_at: i64,
+    /// The password was set for the user (the generated password of the first
+    /// administrator, issue 5 item 1) and is good for one thing only: changing it. While
+    /// this is true, **no token may be issued for the user**: the login flow must check it
+    /// after a correct password and send the user to a password change instead (see
+    /// [`UserRecord::may_get_tokens`]). `mediflow user passwd` clears it.
+    pub must_change_password: bool,
+}
+
+impl UserRecord {
+    /// Whether the login flow may issue tokens for this user once the password checked
+    /// out: false while [`Self::must_change_password`] is set (the password is one-time).
+    /// Locks ([`Self::locked_until`]) are the login throttle's business, not this check's.
+    pub fn may_get_tokens(&self) -> bool {
+        !self.must_change_password
+    }
 }
 
 const KEY_COLUMNS: &str = "kid, alg, pkcs8_pem, created_at, retired_at";
 const CLIENT_COLUMNS: &str =
     "client_id, name, kind, jwks, jwks_url, scopes, redirect_uris, created_at";
-const USER_COLUMNS: &str =
-    "username, password_hash, role, fhir_user, failures, locked_until, created_at";
+const USER_COLUMNS: &str = "username, password_hash, role, fhir_user, failures, locked_until, \
+     created_at, must_change_password";
 
 fn keys(dialect: Dialect) -> Sql {
     let mut sql = Sql::new(dialect, "SELECT ");
@@ -123,6 +139,16 @@ fn client(dialect: Dialect, client_id: Option<&str>) -> Sql {
 }
 
 fn put_client(dialect: Dialect, c: &ClientRecord) -> Sql {
+    let mut sql = put_client_values(dialect, c);
+    sql.push(
+        " ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+         jwks = excluded.jwks, jwks_url = excluded.jwks_url, scopes = excluded.scopes, \
+         redirect_uris = excluded.redirect_uris",
+    );
+    sql
+}
+
+fn put_client_values(dialect: Dialect, c: &ClientRecord) -> Sql {
     let mut sql = Sql::new(dialect, "INSERT INTO auth_clients (");
     sql.push(CLIENT_COLUMNS).push(") VALUES ").rows(&[c], |c| {
         vec![
@@ -136,23 +162,40 @@ fn put_client(dialect: Dialect, c: &ClientRecord) -> Sql {
             Bind::Int(c.created_at),
         ]
     });
-    sql.push(
-        " ON CONFLICT (client_id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
-         jwks = excluded.jwks, jwks_url = excluded.jwks_url, scopes = excluded.scopes, \
-         redirect_uris = excluded.redirect_uris",
-    );
     sql
 }
 
-fn user(dialect: Dialect, username: &str) -> Sql {
+/// `INSERT … ON CONFLICT (client_id) DO NOTHING`: no row inserted means the client id
+/// is taken.
+fn add_client(dialect: Dialect, c: &ClientRecord) -> Sql {
+    let mut sql = put_client_values(dialect, c);
+    sql.push(" ON CONFLICT (client_id) DO NOTHING");
+    sql
+}
+
+fn delete_client(dialect: Dialect, client_id: &str) -> Sql {
+    let mut sql = Sql::new(dialect, "DELETE FROM auth_clients WHERE client_id = ");
+    sql.bind(Bind::Text(client_id.to_string()));
+    sql
+}
+
+/// One user (`Some`), or every user by username (`None`).
+fn users(dialect: Dialect, username: Option<&str>) -> Sql {
     let mut sql = Sql::new(dialect, "SELECT ");
-    sql.push(USER_COLUMNS)
-        .push(" FROM auth_users WHERE username = ")
-        .bind(Bind::Text(username.to_string()));
+    sql.push(USER_COLUMNS).push(" FROM auth_users");
+    if let Some(name) = username {
+        sql.push(" WHERE username = ")
+            .bind(Bind::Text(name.to_string()));
+    }
+    sql.push(" ORDER BY username");
     sql
 }
 
-fn put_user(dialect: Dialect, u: &UserRecord) -> Sql {
+fn any_user(dialect: Dialect) -> Sql {
+    Sql::new(dialect, "SELECT username FROM auth_users LIMIT 1")
+}
+
+fn insert_user(dialect: Dialect, u: &UserRecord) -> Sql {
     let mut sql = Sql::new(dialect, "INSERT INTO auth_users (");
     sql.push(USER_COLUMNS).push(") VALUES ").rows(&[u], |u| {
         vec![
@@ -163,13 +206,61 @@ fn put_user(dialect: Dialect, u: &UserRecord) -> Sql {
             Bind::Text(u.failures.clone()),
             Bind::OptInt(u.locked_until),
             Bind::Int(u.created_at),
+            Bind::Bool(u.must_change_password),
         ]
     });
+    sql
+}
+
+fn put_user(dialect: Dialect, u: &UserRecord) -> Sql {
+    let mut sql = insert_user(dialect, u);
     sql.push(
         " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, \
          role = excluded.role, fhir_user = excluded.fhir_user, failures = excluded.failures, \
-         locked_until = excluded.locked_until",
+         locked_until = excluded.locked_until, \
+         must_change_password = excluded.must_change_password",
     );
+    sql
+}
+
+/// `INSERT … ON CONFLICT (username) DO NOTHING`: no row inserted means the username is
+/// taken.
+fn add_user(dialect: Dialect, u: &UserRecord) -> Sql {
+    let mut sql = insert_user(dialect, u);
+    sql.push(" ON CONFLICT (username) DO NOTHING");
+    sql
+}
+
+/// `INSERT INTO auth_users (…) SELECT … WHERE NOT EXISTS (SELECT 1 FROM auth_users)`: the
+/// first user of an empty table, and nothing otherwise. Two servers starting together on
+/// one PostgreSQL database may both see the table empty; the conflict on the username
+/// then leaves only one insert standing.
+fn add_first_user(dialect: Dialect, u: &UserRecord) -> Sql {
+    let mut sql = Sql::new(dialect, "INSERT INTO auth_users (");
+    sql.push(USER_COLUMNS).push(") SELECT ");
+    let binds = [
+        Bind::Text(u.username.clone()),
+        Bind::Text(u.password_hash.clone()),
+        Bind::Text(u.role.clone()),
+        Bind::OptText(u.fhir_user.clone()),
+        Bind::Text(u.failures.clone()),
+        Bind::OptInt(u.locked_until),
+        Bind::Int(u.created_at),
+        Bind::Bool(u.must_change_password),
+    ];
+    for (i, b) in binds.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(b);
+    }
+    sql.push(" WHERE NOT EXISTS (SELECT 1 FROM auth_users) ON CONFLICT (username) DO NOTHING");
+    sql
+}
+
+fn delete_user(dialect: Dialect, username: &str) -> Sql {
+    let mut sql = Sql::new(dialect, "DELETE FROM auth_users WHERE username = ");
+    sql.bind(Bind::Text(username.to_string()));
     sql
 }
 
@@ -258,6 +349,7 @@ macro_rules! backend_fns {
                     failures: row.try_get("failures")?,
                     locked_until: row.try_get("locked_until")?,
                     created_at: row.try_get("created_at")?,
+                    must_change_password: row.try_get("must_change_password")?,
                 })
             }
 
@@ -298,19 +390,56 @@ macro_rules! backend_fns {
                 Ok(())
             }
 
-            /// One user.
-            pub async fn user(
+            /// Registers a client unless the client id is taken; false when it is.
+            pub async fn add_client(pool: &$pool, c: &ClientRecord) -> Result<bool, StoreError> {
+                let done = query(super::add_client(D, c)).execute(pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// Removes a client; false when there was none.
+            pub async fn delete_client(pool: &$pool, client_id: &str) -> Result<bool, StoreError> {
+                let done = query(super::delete_client(D, client_id))
+                    .execute(pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            /// One user (`Some`), or all of them (`None`), by username.
+            pub async fn users(
                 pool: &$pool,
-                username: &str,
-            ) -> Result<Option<UserRecord>, StoreError> {
-                let row = query(super::user(D, username)).fetch_optional(pool).await?;
-                row.as_ref().map(user_from).transpose()
+                username: Option<&str>,
+            ) -> Result<Vec<UserRecord>, StoreError> {
+                let rows = query(super::users(D, username)).fetch_all(pool).await?;
+                rows.iter().map(user_from).collect()
+            }
+
+            /// Whether there is any user at all.
+            pub async fn has_users(pool: &$pool) -> Result<bool, StoreError> {
+                Ok(query(any_user(D)).fetch_optional(pool).await?.is_some())
             }
 
             /// Adds or replaces a user.
             pub async fn put_user(pool: &$pool, u: &UserRecord) -> Result<(), StoreError> {
                 query(super::put_user(D, u)).execute(pool).await?;
                 Ok(())
+            }
+
+            /// Adds a user unless the username is taken; false when it is.
+            pub async fn add_user(pool: &$pool, u: &UserRecord) -> Result<bool, StoreError> {
+                let done = query(super::add_user(D, u)).execute(pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// Adds a user only to an empty user table; false when there was a user.
+            pub async fn add_first_user(pool: &$pool, u: &UserRecord) -> Result<bool, StoreError> {
+                let done = query(super::add_first_user(D, u)).execute(pool).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// Removes a user; false when there was none.
+            pub async fn delete_user(pool: &$pool, username: &str) -> Result<bool, StoreError> {
+                let done = query(super::delete_user(D, username)).execute(pool).await?;
+                Ok(done.rows_affected() > 0)
             }
 
             /// Records a client assertion `jti` (forgetting expired ones first); false when
@@ -359,6 +488,57 @@ mod tests {
         assert!(text.ends_with("ON CONFLICT (client_id, jti) DO NOTHING"));
         assert!(text.contains("$3"));
         assert_eq!(binds.len(), 3);
+    }
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            username: name.into(),
+            password_hash: "$argon2id$…".into(),
+            role: "ADMIN".into(),
+            fhir_user: None,
+            failures: "[]".into(),
+            locked_until: None,
+            created_at: 1,
+            must_change_password: true,
+        }
+    }
+
+    #[test]
+    fn first_user_insert_is_conditional_on_an_empty_table() {
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            let (text, binds) = add_first_user(d, &user("admin")).finish();
+            assert!(
+                text.contains("WHERE NOT EXISTS (SELECT 1 FROM auth_users)"),
+                "{text}"
+            );
+            assert!(
+                text.ends_with("ON CONFLICT (username) DO NOTHING"),
+                "{text}"
+            );
+            assert_eq!(binds.len(), 8);
+        }
+    }
+
+    #[test]
+    fn replacing_a_user_updates_the_password_change_flag() {
+        let (text, _) = put_user(Dialect::Postgres, &user("u")).finish();
+        assert!(
+            text.contains("must_change_password = excluded.must_change_password"),
+            "{text}"
+        );
+        let (text, _) = add_user(Dialect::Sqlite, &user("u")).finish();
+        assert!(
+            text.ends_with("ON CONFLICT (username) DO NOTHING"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_user_who_must_change_the_password_may_get_no_token() {
+        let mut u = user("admin");
+        assert!(!u.may_get_tokens());
+        u.must_change_password = false;
+        assert!(u.may_get_tokens());
     }
 
     #[test]

@@ -442,11 +442,33 @@ macro_rules! impl_store {
                 super::auth::$hl7::put_client(self.write_pool(), client).await
             }
 
+            async fn auth_add_client(
+                &self,
+                client: &super::auth::ClientRecord,
+            ) -> Result<bool, StoreError> {
+                super::auth::$hl7::add_client(self.write_pool(), client).await
+            }
+
+            async fn auth_delete_client(&self, client_id: &str) -> Result<bool, StoreError> {
+                super::auth::$hl7::delete_client(self.write_pool(), client_id).await
+            }
+
             async fn auth_user(
                 &self,
                 username: &str,
             ) -> Result<Option<super::auth::UserRecord>, StoreError> {
-                super::auth::$hl7::user(self.write_pool(), username).await
+                Ok(super::auth::$hl7::users(self.write_pool(), Some(username))
+                    .await?
+                    .into_iter()
+                    .next())
+            }
+
+            async fn auth_users(&self) -> Result<Vec<super::auth::UserRecord>, StoreError> {
+                super::auth::$hl7::users(self.write_pool(), None).await
+            }
+
+            async fn auth_has_users(&self) -> Result<bool, StoreError> {
+                super::auth::$hl7::has_users(self.write_pool()).await
             }
 
             async fn auth_put_user(
@@ -454,6 +476,24 @@ macro_rules! impl_store {
                 user: &super::auth::UserRecord,
             ) -> Result<(), StoreError> {
                 super::auth::$hl7::put_user(self.write_pool(), user).await
+            }
+
+            async fn auth_add_user(
+                &self,
+                user: &super::auth::UserRecord,
+            ) -> Result<bool, StoreError> {
+                super::auth::$hl7::add_user(self.write_pool(), user).await
+            }
+
+            async fn auth_add_first_user(
+                &self,
+                user: &super::auth::UserRecord,
+            ) -> Result<bool, StoreError> {
+                super::auth::$hl7::add_first_user(self.write_pool(), user).await
+            }
+
+            async fn auth_delete_user(&self, username: &str) -> Result<bool, StoreError> {
+                super::auth::$hl7::delete_user(self.write_pool(), username).await
             }
 
             async fn auth_use_jti(

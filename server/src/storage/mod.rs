@@ -261,10 +261,25 @@ pub trait Store: Send + Sync {
     async fn auth_clients(&self) -> Result<Vec<auth::ClientRecord>, StoreError>;
     /// Registers a client, or replaces the registration with the same client id.
     async fn auth_put_client(&self, client: &auth::ClientRecord) -> Result<(), StoreError>;
+    /// Registers a client unless its client id is taken (false then).
+    async fn auth_add_client(&self, client: &auth::ClientRecord) -> Result<bool, StoreError>;
+    /// Removes a client registration; false when there was none.
+    async fn auth_delete_client(&self, client_id: &str) -> Result<bool, StoreError>;
     /// One user.
     async fn auth_user(&self, username: &str) -> Result<Option<auth::UserRecord>, StoreError>;
+    /// Every user, by username.
+    async fn auth_users(&self) -> Result<Vec<auth::UserRecord>, StoreError>;
+    /// Whether there is any user at all (one row read, not a count).
+    async fn auth_has_users(&self) -> Result<bool, StoreError>;
     /// Adds a user, or replaces the one with the same username.
     async fn auth_put_user(&self, user: &auth::UserRecord) -> Result<(), StoreError>;
+    /// Adds a user unless the username is taken (false then).
+    async fn auth_add_user(&self, user: &auth::UserRecord) -> Result<bool, StoreError>;
+    /// Adds `user` only when there is no user at all (first start, issue 5 item 1), in
+    /// one statement; false when there was a user already.
+    async fn auth_add_first_user(&self, user: &auth::UserRecord) -> Result<bool, StoreError>;
+    /// Removes a user; false when there was none.
+    async fn auth_delete_user(&self, username: &str) -> Result<bool, StoreError>;
     /// Records the `jti` of a client assertion until `exp` (forgetting expired ones);
     /// false when this client used it before (a replay).
     async fn auth_use_jti(
