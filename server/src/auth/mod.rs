@@ -92,8 +92,11 @@ pub struct Principal {
     pub patient: Option<String>,
     /// The user's FHIR resource (`fhirUser` claim).
     pub fhir_user: Option<String>,
-    /// The access token's `jti`.
+    /// The access token's `jti` (our tokens only: revocation applies to them).
     pub jti: Option<String>,
+    /// The external OpenID Connect issuer of the token (`--oidc-issuer`), `None` for our
+    /// own tokens. Audit records then name the subject as `iss` + `sub`.
+    pub issuer: Option<String>,
     /// True with `--no-auth`: every scope, audited as agent "anonymous".
     pub anonymous: bool,
 }
@@ -109,6 +112,7 @@ impl Principal {
             patient: None,
             fhir_user: None,
             jti: None,
+            issuer: None,
             anonymous: true,
         }
     }
@@ -407,6 +411,7 @@ impl Security {
             patient: claims.patient,
             fhir_user: claims.fhir_user,
             jti: Some(claims.jti),
+            issuer: None,
             anonymous: false,
         });
         if let Ok(mut c) = self.verified.write() {
