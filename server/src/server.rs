@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub mllp: Option<crate::mllp::MllpConfig>,
     /// Require bearer tokens on the FHIR API (issue 5); false with `--no-auth`.
     pub auth: bool,
+    /// An external OpenID Connect issuer whose tokens are accepted too (`--oidc-*`).
+    pub oidc: Option<crate::auth::oidc::OidcConfig>,
 }
 
 /// Builds the interaction context: connects the store and compiles the validator.
@@ -87,8 +89,18 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         }
         None => None,
     };
-    let security =
-        Arc::new(crate::auth::Security::load(ctx.store.clone(), &base_url, config.auth).await?);
+    let mut security =
+        crate::auth::Security::load(ctx.store.clone(), &base_url, config.auth).await?;
+    if let Some(oidc) = config.oidc.clone() {
+        let external = crate::auth::oidc::start(oidc, &security.audience).await?;
+        tracing::info!(
+            issuer = %external.issuer(),
+            audience = %external.audience(),
+            "accepting access tokens of an external OpenID Connect issuer"
+        );
+        security = security.with_external(external)?;
+    }
+    let security = Arc::new(security);
     if config.auth {
         tracing::info!(
             issuer = %security.issuer,
