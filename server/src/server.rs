@@ -70,13 +70,18 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
     }
     // One shutdown signal for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // One audit writer for the HTTP API and the MLLP listener.
+    let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
     let mllp = match &config.mllp {
         Some(mllp_config) => {
             let mllp_ctx = ctx.clone();
-            let processor = Arc::new(crate::mllp::Processor::new(
-                mllp_ctx,
-                crate::mllp::mapping::config(mllp_config.auto_create_patients),
-            ));
+            let processor = Arc::new(
+                crate::mllp::Processor::new(
+                    mllp_ctx,
+                    crate::mllp::mapping::config(mllp_config.auto_create_patients),
+                )
+                .with_auditor(auditor.clone()),
+            );
             let listener = crate::mllp::Listener::bind(mllp_config, processor)
                 .await
                 .map_err(|e| format!("MLLP listener on {}: {e}", mllp_config.listen))?;
@@ -113,7 +118,6 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
              this port can read and change every resource. For local experiments only. !!!"
         );
     }
-    let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
     let state = Arc::new(AppState {
         ctx,
         max_body_bytes: config.max_body_bytes,
@@ -138,7 +142,8 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
     if let Some(task) = mllp {
         let _ = task.await;
     }
-    // Every AppState (and so every Auditor) is gone: the writer drains its queue and ends.
+    // Every AppState and the MLLP processor (and so every Auditor) are gone: the writer
+    // drains its queue and ends.
     if tokio::time::timeout(std::time::Duration::from_secs(10), audit_task)
         .await
         .is_err()
