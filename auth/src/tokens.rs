@@ -310,6 +310,24 @@ pub fn verify_external(
     })
 }
 
+impl ExternalToken {
+    /// A claim by name, looked up as [`verify_external`] does: a top-level key first, then
+    /// a dotted path (`ext.patient`).
+    pub fn claim(&self, name: &str) -> Option<&Value> {
+        lookup_claim(&self.claims, name)
+    }
+}
+
+/// The `iss` claim of a JWT, read WITHOUT verifying anything: only to choose which
+/// issuer's keys (ours, an external identity provider's, a client's) verify the token,
+/// never to trust it. `None` when the token is not a JWS with a string `iss`.
+pub fn unverified_issuer(jwt: &str) -> Option<String> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("iss")?.as_str().map(str::to_owned)
+}
+
 fn lookup_claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
     if let Some(v) = claims.get(name) {
         return Some(v);
@@ -968,6 +986,30 @@ mod tests {
             .unwrap_err(),
             TokenError::KeyMismatch
         );
+    }
+
+    #[test]
+    fn unverified_issuer_reads_iss_and_nothing_else() {
+        let key = SigningKey::generate();
+        let token = issue_access_token(&key, &claims()).unwrap();
+        assert_eq!(unverified_issuer(&token).as_deref(), Some(ISS));
+        for bad in ["", "abc", "a.!!.c", "a.e30.c"] {
+            assert_eq!(unverified_issuer(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn external_token_claims_are_found_by_dotted_path() {
+        let t = ExternalToken {
+            sub: "s".into(),
+            scope: String::new(),
+            fhir_user: None,
+            exp: NOW,
+            claims: json!({"patient": "p1", "ext": {"patient": "p2"}}),
+        };
+        assert_eq!(t.claim("patient"), Some(&json!("p1")));
+        assert_eq!(t.claim("ext.patient"), Some(&json!("p2")));
+        assert_eq!(t.claim("ext.none"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ backend_tests!(
     reads_and_refusals_are_audited_and_audit_events_are_immutable,
     rotated_keys_keep_earlier_tokens_valid,
     no_auth_serves_without_a_token_and_still_audits,
-    python_pyjwt_client_completes_backend_services_and_searches,
+    python_authlib_client_completes_backend_services_and_searches,
     introspection_and_revocation,
     user_add_stores_an_argon2id_hash_and_prints_no_secret,
 );
@@ -713,32 +713,33 @@ async fn no_auth_serves_without_a_token_and_still_audits(backend: Backend) {
     panic!("no AuditEvent for the anonymous read");
 }
 
-/// An independent client (issue 5, item 10): a Python script with PyJWT (`pip install
-/// 'pyjwt[crypto]'`, installed by `.ci/run`) and `requests` discovers the token endpoint
-/// from the SMART configuration, signs its own ES384 client assertion, obtains a token and
-/// searches.
+/// An independent client (issue 5, item 10): a Python script with Authlib (`pip install
+/// authlib requests`, installed by `.ci/run`) discovers the token endpoint from the SMART
+/// configuration, authenticates with Authlib's own RFC 7523 `private_key_jwt` (an RS384
+/// client assertion signed with the RSA test key of `auth/testdata`), obtains a token with
+/// the `client_credentials` grant and searches with Authlib's session, which sends the
+/// bearer token.
 const PY_CLIENT: &str = r#"
-import json, sys, time, uuid
-import jwt, requests
+import json, sys, time
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
 fhir_base, client_id, key_file, kid = sys.argv[1:5]
 conf = requests.get(fhir_base + "/.well-known/smart-configuration", timeout=10).json()
 token_url = conf["token_endpoint"]
-assertion = jwt.encode(
-    {"iss": client_id, "sub": client_id, "aud": token_url,
-     "exp": int(time.time()) + 240, "jti": str(uuid.uuid4())},
-    open(key_file).read(), algorithm="ES384", headers={"kid": kid})
-r = requests.post(token_url, data={
-    "grant_type": "client_credentials",
-    "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-    "client_assertion": assertion,
-    "scope": "system/Patient.rs",
-}, timeout=10)
-r.raise_for_status()
-tok = r.json()
-s = requests.get(fhir_base + "/Patient", headers={
-    "Authorization": "Bearer " + tok["access_token"], "Accept": "application/fhir+json"},
-    timeout=10)
+assert "private_key_jwt" in conf["token_endpoint_auth_methods_supported"], conf
+# SMART Backend Services: the assertion lives at most five minutes (Authlib's default
+# is an hour).
+auth = PrivateKeyJWT(token_url, alg="RS384", headers={"kid": kid},
+                     claims={"exp": int(time.time()) + 240})
+session = OAuth2Session(client_id, open(key_file).read(),
+                        token_endpoint_auth_method="private_key_jwt",
+                        scope="system/Patient.rs")
+session.register_client_auth_method(auth)
+tok = session.fetch_token(token_url, grant_type="client_credentials", timeout=10)
+s = session.get(fhir_base + "/Patient", headers={"Accept": "application/fhir+json"},
+                timeout=10)
 print(json.dumps({"scope": tok["scope"], "token_type": tok["token_type"],
                   "status": s.status_code, "entries": len(s.json().get("entry", []))}))
 "#;
@@ -750,17 +751,44 @@ fn python_has(module: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-async fn python_pyjwt_client_completes_backend_services_and_searches(backend: Backend) {
-    if !python_has("jwt") || !python_has("requests") {
+async fn python_authlib_client_completes_backend_services_and_searches(backend: Backend) {
+    if !python_has("authlib") || !python_has("requests") {
         println!(
-            "SKIPPED: python3 with PyJWT and requests is missing (pip install 'pyjwt[crypto]' requests)"
+            "SKIPPED: python3 with Authlib and requests is missing (pip install authlib requests)"
         );
         return;
     }
     let db = TestDb::new(backend).await;
-    let client = Client::register(&db, "py-client", "system/Patient.rs").await;
-    let key_path = db.dir().join("py-client-key.pem");
-    std::fs::write(&key_path, client.key.to_pkcs8_pem().as_bytes()).unwrap();
+    let testdata = workspace_root().join("auth").join("testdata");
+    let jwk: Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata.join("client-rsa-test-key.jwk.json")).unwrap(),
+    )
+    .unwrap();
+    let jwks_path = db.dir().join("py-client-jwks.json");
+    std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).unwrap();
+    let out = run_mediflow(
+        [
+            "client",
+            "add",
+            "--client-id",
+            "py-client",
+            "--jwks",
+            jwks_path.to_str().unwrap(),
+            "--scope",
+            "system/Patient.rs",
+            "--database-url",
+            db.url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "client add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let script = db.dir().join("client.py");
     std::fs::write(&script, PY_CLIENT).unwrap();
     let server = Server::start_secure_on(db, &[]).await;
@@ -771,9 +799,12 @@ async fn python_pyjwt_client_completes_backend_services_and_searches(backend: Ba
     let args = vec![
         script.display().to_string(),
         server.base(),
-        client.id.clone(),
-        key_path.display().to_string(),
-        client.key.kid().to_string(),
+        "py-client".to_string(),
+        testdata
+            .join("client-rsa-test-key.pem")
+            .display()
+            .to_string(),
+        jwk["kid"].as_str().unwrap().to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")

@@ -605,6 +605,115 @@ async fn a_duplicate_control_id_gets_the_original_ack_and_is_not_applied_twice(s
     assert_eq!(rows[0]["status"], "processed");
 }
 
+/// The HL7 v2 import AuditEvents (DICOM 110107) naming `Patient/{pid}`, once there are at
+/// least `n` (the trail is written in the background, within moments).
+async fn import_events(server: &Server, pid: &str, n: usize) -> Vec<Value> {
+    let query = format!(
+        "AuditEvent?type=http://dicom.nema.org/resources/ontology/DCM|110107&patient=Patient/{pid}&_count=100"
+    );
+    for _ in 0..100 {
+        let found = server.search(&query).await;
+        if found.len() >= n {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {n} AuditEvents for {query}");
+}
+
+/// `entity[].what.reference` of an AuditEvent.
+fn audit_entities(ev: &Value) -> Vec<String> {
+    ev["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["what"]["reference"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Issue 5 item 9 (every interaction writing patient data is audited): a message applied
+/// from MLLP writes one AuditEvent, R4 auditevent.html with `type` DICOM 110107 "Import",
+/// `subtype` the HL7 table 0003 trigger event, action C when it created resources (U when
+/// it only updated them), the sender (MSH-3^MSH-4) with its network address as agent, and
+/// the resources written and the patient as entities. A duplicate MSH-10 applies nothing
+/// and is not audited again.
+async fn applied_messages_are_audited_with_sender_patient_and_written_resources(server: Server) {
+    let id = unique_control_id("AUD");
+    let msg = with_control_id(&sample_message("npm-simple-hl7-3.3.0/oru.hl7"), &id);
+    let mut conn = MllpConn::connect(&server.mllp_addr()).await;
+    conn.request(&msg).await.assert("AA", &id);
+    let patient = patient_by_identifier(&server, &pid3(&msg)).await;
+    let pid = patient["id"].as_str().unwrap_or_default().to_string();
+
+    let events = import_events(&server, &pid, 1).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let ev = &events[0];
+    assert_eq!(ev["type"]["code"], "110107", "{ev}");
+    assert_eq!(
+        ev["type"]["system"],
+        "http://dicom.nema.org/resources/ontology/DCM"
+    );
+    assert_eq!(
+        ev["subtype"][0]["system"],
+        "http://terminology.hl7.org/CodeSystem/v2-0003"
+    );
+    assert_eq!(ev["subtype"][0]["code"], "R01");
+    assert_eq!(ev["action"], "C");
+    assert_eq!(ev["outcome"], "0");
+    let agent = &ev["agent"][0];
+    assert_eq!(
+        agent["who"]["identifier"]["value"],
+        format!("{}^{}", msh_field(&msg, 3), msh_field(&msg, 4))
+    );
+    assert_eq!(agent["network"]["address"], "127.0.0.1");
+    assert_eq!(agent["requestor"], true);
+    let written = audit_entities(ev);
+    assert!(written.contains(&format!("Patient/{pid}")), "{ev}");
+    let observations = server
+        .search(&format!("Observation?subject=Patient/{pid}"))
+        .await;
+    assert!(!observations.is_empty());
+    for o in &observations {
+        let what = format!("Observation/{}", o["id"].as_str().unwrap_or(""));
+        assert!(written.contains(&what), "{what} in {ev}");
+    }
+    let details = ev["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["detail"].as_array().cloned().unwrap_or_default())
+        .collect::<Vec<Value>>();
+    assert!(
+        details
+            .iter()
+            .any(|d| d["type"] == "MSH-10" && d["valueString"] == id.as_str()),
+        "{ev}"
+    );
+
+    // The same MSH-10 again: not applied, not audited.
+    conn.request(&msg).await.assert("AA", &id);
+    // The same result under a new MSH-10: the patient is matched, the results updated.
+    let again = unique_control_id("AUD");
+    let msg2 = with_control_id(&msg, &again);
+    conn.request(&msg2).await.assert("AA", &again);
+    let events = import_events(&server, &pid, 2).await;
+    assert_eq!(events.len(), 2, "one event per applied message: {events:?}");
+    let update = events
+        .iter()
+        .find(|e| e["id"] != ev["id"])
+        .expect("the second event");
+    assert_eq!(update["action"], "U", "{update}");
+    // The matched patient is named in the role of the patient.
+    let patient_entity = update["entity"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["what"]["reference"] == format!("Patient/{pid}").as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(patient_entity["role"]["code"], "1", "{update}");
+}
+
 async fn a_result_for_an_unknown_patient_without_auto_create_is_ae_204_and_writes_nothing(
     backend: Backend,
 ) {
@@ -661,6 +770,22 @@ async fn a_result_for_an_unknown_patient_without_auto_create_is_ae_204_and_write
     assert!(stdout.contains("processed"), "{stdout}");
     assert_eq!(stored(&server, &id).await[0]["status"], "processed");
     assert!(!server.search("Observation").await.is_empty());
+    // The reprocessed result is audited like a message from MLLP (without an address),
+    // its patient found through the conditional reference of the result.
+    let patient = patient_by_identifier(&server, "10006579").await;
+    let pid = patient["id"].as_str().unwrap_or_default().to_string();
+    let events = import_events(&server, &pid, 2).await;
+    let oru = events
+        .iter()
+        .find(|e| e["subtype"][0]["code"] == "R01")
+        .unwrap_or_else(|| panic!("no R01 event: {events:?}"));
+    assert!(oru["agent"][0].get("network").is_none(), "{oru}");
+    assert!(
+        audit_entities(oru)
+            .iter()
+            .any(|e| e.starts_with("Observation/")),
+        "{oru}"
+    );
     // Listed by the CLI too.
     let out = conformance::run_mediflow(vec![
         "hl7".into(),
@@ -902,6 +1027,7 @@ server_tests!(
     segment_terminators_cr_lf_crlf_and_a_bom_are_all_accepted,
     a_batch_file_is_unwrapped_and_each_message_acknowledged,
     a_duplicate_control_id_gets_the_original_ack_and_is_not_applied_twice,
+    applied_messages_are_audited_with_sender_patient_and_written_resources,
     a_message_cut_off_mid_frame_is_dropped_and_the_server_keeps_serving,
     a_client_gone_before_its_ack_has_its_message_applied_once,
     enhanced_mode_sends_a_commit_ack_then_the_application_ack,

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use mediflow::auth::cli as auth_cli;
+use mediflow::auth::oidc as auth_oidc;
 use mediflow::mllp;
 use mediflow::server::{self, DEFAULT_MAX_BODY_BYTES, ServeConfig};
 
@@ -58,6 +59,9 @@ enum Command {
         /// warning). Requests are still audited, as agent "anonymous".
         #[arg(long, env = "MEDIFLOW_NO_AUTH")]
         no_auth: bool,
+        /// An external OpenID Connect identity provider (README § Security).
+        #[command(flatten)]
+        oidc: auth_oidc::OidcArgs,
     },
     /// Load FHIR Bundles (transaction, batch, collection) and NDJSON files or folders.
     Import {
@@ -143,7 +147,15 @@ async fn main() -> std::process::ExitCode {
             mllp_max_message_bytes,
             hl7_no_auto_create,
             no_auth,
+            oidc,
         } => {
+            let oidc = match oidc.into_config() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
             let database_url = database_url.unwrap_or_else(|| {
                 let url = default_database_url();
                 let path = std::env::current_dir()
@@ -172,6 +184,7 @@ async fn main() -> std::process::ExitCode {
                     .ok()
                     .filter(|p| !p.is_empty())
                     .map(mediflow::auth::accounts::Password),
+                oidc,
             })
             .await
         }

@@ -35,6 +35,8 @@ pub struct ServeConfig {
     /// The first administrator's password (`MEDIFLOW_ADMIN_PASSWORD`), used only when
     /// authorization is on and there is no user yet; generated when `None`.
     pub admin_password: Option<crate::auth::accounts::Password>,
+    /// An external OpenID Connect issuer whose tokens are accepted too (`--oidc-*`).
+    pub oidc: Option<crate::auth::oidc::OidcConfig>,
 }
 
 /// Builds the interaction context: connects the store and compiles the validator.
@@ -73,13 +75,18 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
     }
     // One shutdown signal for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // One audit writer for the HTTP API and the MLLP listener.
+    let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
     let mllp = match &config.mllp {
         Some(mllp_config) => {
             let mllp_ctx = ctx.clone();
-            let processor = Arc::new(crate::mllp::Processor::new(
-                mllp_ctx,
-                crate::mllp::mapping::config(mllp_config.auto_create_patients),
-            ));
+            let processor = Arc::new(
+                crate::mllp::Processor::new(
+                    mllp_ctx,
+                    crate::mllp::mapping::config(mllp_config.auto_create_patients),
+                )
+                .with_auditor(auditor.clone()),
+            );
             let listener = crate::mllp::Listener::bind(mllp_config, processor)
                 .await
                 .map_err(|e| format!("MLLP listener on {}: {e}", mllp_config.listen))?;
@@ -92,8 +99,18 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
         }
         None => None,
     };
-    let security =
-        Arc::new(crate::auth::Security::load(ctx.store.clone(), &base_url, config.auth).await?);
+    let mut security =
+        crate::auth::Security::load(ctx.store.clone(), &base_url, config.auth).await?;
+    if let Some(oidc) = config.oidc.clone() {
+        let external = crate::auth::oidc::start(oidc, &security.audience).await?;
+        tracing::info!(
+            issuer = %external.issuer(),
+            audience = %external.audience(),
+            "accepting access tokens of an external OpenID Connect issuer"
+        );
+        security = security.with_external(external)?;
+    }
+    let security = Arc::new(security);
     if config.auth {
         tracing::info!(
             issuer = %security.issuer,
@@ -106,7 +123,6 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
              this port can read and change every resource. For local experiments only. !!!"
         );
     }
-    let (auditor, audit_task) = crate::auth::audit::Auditor::start(ctx.store.clone());
     if config.auth {
         first_admin(&ctx, config.admin_password.as_ref(), &auditor).await?;
     }
@@ -134,7 +150,8 @@ pub async fn serve(config: ServeConfig) -> StartResult<()> {
     if let Some(task) = mllp {
         let _ = task.await;
     }
-    // Every AppState (and so every Auditor) is gone: the writer drains its queue and ends.
+    // Every AppState and the MLLP processor (and so every Auditor) are gone: the writer
+    // drains its queue and ends.
     if tokio::time::timeout(std::time::Duration::from_secs(10), audit_task)
         .await
         .is_err()

@@ -14,7 +14,10 @@
 //!   [`CLIENT_SYSTEM`]), `altId` = the token's `sub` (user, or the client for Backend
 //!   Services), `name` = the client id, `network.address` = the peer IP (type 2), the
 //!   `User-Agent` header in the extension [`USER_AGENT_EXTENSION`]; "anonymous" with
-//!   `--no-auth`, "unauthenticated" for a refused token;
+//!   `--no-auth`, "unauthenticated" for a refused token. For a token of an external
+//!   OpenID Connect issuer, `who.identifier` is the subject itself, system = the issuer,
+//!   value = `sub` (OIDC Core §5.7: `iss` + `sub` identify the user). `who.reference` is
+//!   the token's `fhirUser`, when it has one;
 //! * `source.observer.display` = `MediFlow`, source type 4 (application server);
 //! * `entity`: the resource (`what` = `Type/id`) when the request names one (or the
 //!   `Location` of a create), the search query (`query`, base64) for searches, and the
@@ -33,6 +36,16 @@
 //! attempt; the account concerned is an `entity` with `what.identifier` (system
 //! [`USER_SYSTEM`] or [`CLIENT_SYSTEM`]), `type` 2 "System Object" and `role` 11
 //! "Security User Entity" (object-role).
+//! HL7 v2 messages applied from the MLLP listener (`crate::mllp`) are audited, one event
+//! per message, with `type` DICOM 110107 "Import" (the R4 AuditEvent.type binding,
+//! valueset-audit-event-type, is extensible and lists the DICOM audit event ids; `rest`
+//! is for RESTful interactions only), `subtype` the trigger event of HL7 table 0003
+//! (`http://terminology.hl7.org/CodeSystem/v2-0003`, e.g. `R01`, display = MSH-9), action
+//! C when the message created a resource, else U; the `agent` is the sender, type DICOM
+//! 110153 "Source Role ID" (R4 valueset-participation-role-type), `who.identifier` =
+//! MSH-3^MSH-4 (system [`HL7_SENDER_SYSTEM`]) with its network address; the `entity`s are
+//! the resources written, the patient (role 1), and the message itself (MSH-9 and MSH-10
+//! in `detail`).
 //!
 //! Cost: events go through a bounded channel to one background task that writes them in
 //! batches (one database transaction for whatever has queued up, at most
@@ -41,6 +54,7 @@
 //! parts; a unit test validates one). A read of AuditEvents is itself audited, once per
 //! request, and nothing more.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -61,6 +75,9 @@ pub const ADMIN_CHANGE: &str = "110137";
 /// Subtype of an administrative read or refusal: DICOM 110132 "Use of Restricted
 /// Function".
 pub const ADMIN_USE: &str = "110132";
+/// The identifier system of `agent.who` for HL7 v2 senders (value `MSH-3^MSH-4`).
+pub const HL7_SENDER_SYSTEM: &str = "urn:mediflow:hl7-sender";
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 /// The extension carrying the requestor's `User-Agent` header on `AuditEvent.agent`.
 pub const USER_AGENT_EXTENSION: &str = "urn:mediflow:extension:user-agent";
 /// Largest number of events written in one transaction.
@@ -78,6 +95,18 @@ pub enum EventKind {
     /// User and client administration (DICOM 110113; `subtype` [`ADMIN_CHANGE`] or
     /// [`ADMIN_USE`]).
     Admin,
+    /// An HL7 v2 message applied from the MLLP listener (DICOM 110107 Import; `subtype` =
+    /// the HL7 table 0003 trigger event).
+    Hl7Import,
+}
+
+/// The HL7 v2 message of an [`EventKind::Hl7Import`] record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hl7Source {
+    /// MSH-9 as sent, e.g. `ORU^R01^ORU_R01`.
+    pub message_type: String,
+    /// MSH-10.
+    pub control_id: String,
 }
 
 /// One event to record.
@@ -85,8 +114,9 @@ pub enum EventKind {
 pub struct AuditRecord {
     /// REST interaction or login.
     pub kind: EventKind,
-    /// The restful-interaction code (`read`, `search-type` ...).
-    pub subtype: &'static str,
+    /// The restful-interaction code (`read`, `search-type` ...), or the HL7 trigger
+    /// event.
+    pub subtype: Cow<'static, str>,
     /// C, R, U, D or E.
     pub action: &'static str,
     /// The HTTP status of the answer.
@@ -95,12 +125,16 @@ pub struct AuditRecord {
     pub client_id: String,
     /// `sub` of the requestor.
     pub sub: String,
+    /// The external OpenID Connect issuer of the requestor's token.
+    pub issuer: Option<String>,
+    /// The requestor's FHIR resource (`fhirUser`).
+    pub fhir_user: Option<String>,
     /// Peer IP address.
     pub ip: Option<String>,
     /// `User-Agent` header.
     pub user_agent: Option<String>,
-    /// The resource concerned, `Type/id`.
-    pub entity: Option<String>,
+    /// The resources concerned, `Type/id`.
+    pub entities: Vec<String>,
     /// The patient concerned, `Patient/id`.
     pub patient: Option<String>,
     /// The query string of a search.
@@ -108,6 +142,8 @@ pub struct AuditRecord {
     /// The account an administrative event concerns: identifier system ([`USER_SYSTEM`]
     /// or [`CLIENT_SYSTEM`]) and value.
     pub account: Option<(&'static str, String)>,
+    /// The HL7 v2 message, for [`EventKind::Hl7Import`].
+    pub hl7: Option<Hl7Source>,
     /// Micro-seconds since the epoch.
     pub recorded: i64,
 }
@@ -116,7 +152,7 @@ impl AuditRecord {
     /// A record for `principal` (or an unauthenticated requestor when `None`).
     pub fn new(
         kind: EventKind,
-        subtype: &'static str,
+        subtype: impl Into<Cow<'static, str>>,
         action: &'static str,
         status: u16,
         principal: Option<&Principal>,
@@ -127,17 +163,54 @@ impl AuditRecord {
         };
         AuditRecord {
             kind,
-            subtype,
+            subtype: subtype.into(),
             action,
             status,
             client_id,
             sub,
+            issuer: principal.and_then(|p| p.issuer.clone()),
+            fhir_user: principal.and_then(|p| p.fhir_user.clone()),
             ip: None,
             user_agent: None,
-            entity: None,
+            entities: Vec::new(),
             patient: principal.and_then(|p| p.patient.as_ref().map(|id| format!("Patient/{id}"))),
             query: None,
             account: None,
+            hl7: None,
+            recorded: clock::now_micros(),
+        }
+    }
+
+    /// A record of an HL7 v2 message applied from `sender` (`MSH-3^MSH-4`) at `ip`:
+    /// action C or U, `subtype` = the trigger event of MSH-9.
+    pub fn hl7_import(
+        sender: &str,
+        ip: Option<String>,
+        source: Hl7Source,
+        action: &'static str,
+    ) -> AuditRecord {
+        let trigger = source
+            .message_type
+            .split('^')
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        AuditRecord {
+            kind: EventKind::Hl7Import,
+            subtype: trigger.into(),
+            action,
+            status: 200,
+            client_id: sender.to_string(),
+            sub: sender.to_string(),
+            issuer: None,
+            fhir_user: None,
+            ip,
+            user_agent: None,
+            entities: Vec::new(),
+            patient: None,
+            query: None,
+            account: None,
+            hl7: Some(source),
             recorded: clock::now_micros(),
         }
     }
@@ -150,29 +223,57 @@ impl AuditRecord {
                 json!({"system": "http://hl7.org/fhir/restful-interaction", "code": self.subtype}),
             ),
             EventKind::Login => (
-                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}),
-                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110122", "display": "Login"}),
+                json!({"system": DICOM, "code": "110114", "display": "User Authentication"}),
+                json!({"system": DICOM, "code": "110122", "display": "Login"}),
             ),
             EventKind::Admin => (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110113", "display": "Security Alert"}),
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": self.subtype, "display": if self.subtype == ADMIN_CHANGE { "User Security Attributes Changed" } else { "Use of Restricted Function" }}),
             ),
+            EventKind::Hl7Import => {
+                let mut st = json!({"system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": self.subtype});
+                if let Some(h) = &self.hl7 {
+                    st["display"] = json!(h.message_type);
+                }
+                (
+                    json!({"system": DICOM, "code": "110107", "display": "Import"}),
+                    st,
+                )
+            }
         };
         let outcome = match self.status {
             0..=399 => "0",
             400..=499 => "4",
             _ => "8",
         };
-        let mut agent = json!({
-            "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser", "display": "human user"}]},
-            "who": {"identifier": {"system": CLIENT_SYSTEM, "value": self.client_id}, "display": self.client_id},
-            "altId": self.sub,
-            "name": self.client_id,
-            "requestor": true,
-        });
-        if self.sub == self.client_id {
+        let mut agent = match (&self.kind, &self.issuer) {
+            (EventKind::Hl7Import, _) => json!({
+                "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
+                "who": {"identifier": {"system": HL7_SENDER_SYSTEM, "value": self.client_id}, "display": self.client_id},
+                "name": self.client_id,
+                "requestor": true,
+            }),
+            (_, Some(issuer)) => json!({
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser", "display": "human user"}]},
+                "who": {"identifier": {"system": issuer, "value": self.sub}, "display": self.sub},
+                "altId": self.sub,
+                "name": self.client_id,
+                "requestor": true,
+            }),
+            (_, None) => json!({
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "humanuser", "display": "human user"}]},
+                "who": {"identifier": {"system": CLIENT_SYSTEM, "value": self.client_id}, "display": self.client_id},
+                "altId": self.sub,
+                "name": self.client_id,
+                "requestor": true,
+            }),
+        };
+        if self.kind != EventKind::Hl7Import && self.sub == self.client_id {
             // Backend Services: the requestor is a system, not a person.
             agent["type"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type", "code": "dataprocessor", "display": "data processor"}]});
+        }
+        if let Some(user) = &self.fhir_user {
+            agent["who"]["reference"] = json!(user);
         }
         if let Some(ip) = &self.ip {
             agent["network"] = json!({"address": ip, "type": "2"});
@@ -181,7 +282,7 @@ impl AuditRecord {
             agent["extension"] = json!([{"url": USER_AGENT_EXTENSION, "valueString": ua}]);
         }
         let mut entities = Vec::new();
-        if let Some(what) = &self.entity {
+        for what in &self.entities {
             entities.push(json!({
                 "what": {"reference": what},
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
@@ -194,6 +295,16 @@ impl AuditRecord {
                 "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "11", "display": "Security User Entity"},
             }));
         }
+        if let Some(h) = &self.hl7 {
+            entities.push(json!({
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
+                "name": "HL7 v2 message",
+                "detail": [
+                    {"type": "MSH-9", "valueString": h.message_type},
+                    {"type": "MSH-10", "valueString": h.control_id},
+                ],
+            }));
+        }
         if let Some(q) = self.query.as_deref().filter(|q| !q.is_empty()) {
             entities.push(json!({
                 "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
@@ -202,7 +313,7 @@ impl AuditRecord {
             }));
         }
         if let Some(patient) = &self.patient
-            && self.entity.as_ref() != Some(patient)
+            && !self.entities.contains(patient)
         {
             entities.push(json!({
                 "what": {"reference": patient},
@@ -217,7 +328,10 @@ impl AuditRecord {
             "action": self.action,
             "recorded": clock::format_instant(self.recorded),
             "outcome": outcome,
-            "outcomeDesc": format!("HTTP {}", self.status),
+            "outcomeDesc": match self.kind {
+                EventKind::Hl7Import => "HL7 v2 AA: message applied".to_string(),
+                _ => format!("HTTP {}", self.status),
+            },
             "agent": [agent],
             "source": {
                 "observer": {"display": "MediFlow"},
@@ -362,7 +476,9 @@ impl AuditRecord {
                 push(key("address", "")?, string(addr));
             }
             if agent.pointer("/who/reference").is_some() {
-                return None; // not built by this module: use the generic extraction
+                // A `fhirUser` (relative or absolute, maybe a Patient for the `patient`
+                // parameter): left to the generic extraction.
+                return None;
             }
         }
         for entity in value["entity"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
@@ -374,6 +490,9 @@ impl AuditRecord {
                 if r.starts_with("Patient/") {
                     push(key("patient", "")?, reference(r)?);
                 }
+            }
+            if let Some(name) = entity.get("name").and_then(Value::as_str) {
+                push(key("entity-name", "")?, string(name));
             }
             if let Some(t) = entity.get("type") {
                 push_coding("entity-type", t, &mut push)?;
@@ -494,7 +613,7 @@ mod tests {
         let mut r = AuditRecord::new(EventKind::Rest, "read", "R", 200, Some(&p));
         r.ip = Some("127.0.0.1".into());
         r.user_agent = Some("curl/8".into());
-        r.entity = Some("Observation/1".into());
+        r.entities = vec!["Observation/1".into()];
         r.patient = Some("Patient/2".into());
         r.query = Some("code=1".into());
         let v = r.to_version();
@@ -505,6 +624,80 @@ mod tests {
         let value: Value = serde_json::from_str(login.content.as_deref().unwrap()).unwrap();
         validator.validate(&value).unwrap();
         assert_eq!(value["outcome"], "4");
+        for r in [external_user_record(), hl7_record()] {
+            let v = r.to_version();
+            let value: Value = serde_json::from_str(v.content.as_deref().unwrap()).unwrap();
+            validator.validate(&value).unwrap();
+        }
+    }
+
+    /// A read by a user with a token of an external OpenID Connect issuer.
+    fn external_user_record() -> AuditRecord {
+        let p = Principal {
+            client_id: "portal".into(),
+            sub: "u-42".into(),
+            fhir_user: Some("Practitioner/7".into()),
+            issuer: Some("http://idp.example/realms/staff".into()),
+            anonymous: false,
+            ..Principal::anonymous()
+        };
+        let mut r = AuditRecord::new(EventKind::Rest, "read", "R", 200, Some(&p));
+        r.entities = vec!["Observation/1".into()];
+        r
+    }
+
+    /// An ORU^R01 applied from LAB^HOSP.
+    fn hl7_record() -> AuditRecord {
+        let mut r = AuditRecord::hl7_import(
+            "LAB^HOSP",
+            Some("10.0.0.7".into()),
+            Hl7Source {
+                message_type: "ORU^R01^ORU_R01".into(),
+                control_id: "MSG-1".into(),
+            },
+            "C",
+        );
+        r.entities = vec!["Patient/2".into(), "Observation/1".into()];
+        r.patient = Some("Patient/2".into());
+        r
+    }
+
+    #[test]
+    fn external_subjects_are_named_by_issuer_and_sub_with_their_fhir_user() {
+        let ev = external_user_record().to_resource();
+        let who = &ev["agent"][0]["who"];
+        assert_eq!(
+            who["identifier"]["system"],
+            "http://idp.example/realms/staff"
+        );
+        assert_eq!(who["identifier"]["value"], "u-42");
+        assert_eq!(who["reference"], "Practitioner/7");
+        assert_eq!(ev["agent"][0]["name"], "portal");
+        assert_eq!(ev["agent"][0]["type"]["coding"][0]["code"], "humanuser");
+    }
+
+    #[test]
+    fn hl7_imports_name_the_sender_the_message_and_what_was_written() {
+        let ev = hl7_record().to_resource();
+        assert_eq!(ev["type"]["code"], "110107");
+        assert_eq!(ev["subtype"][0]["code"], "R01");
+        assert_eq!(ev["subtype"][0]["display"], "ORU^R01^ORU_R01");
+        assert_eq!(ev["action"], "C");
+        let agent = &ev["agent"][0];
+        assert_eq!(agent["who"]["identifier"]["system"], HL7_SENDER_SYSTEM);
+        assert_eq!(agent["who"]["identifier"]["value"], "LAB^HOSP");
+        assert_eq!(agent["network"]["address"], "10.0.0.7");
+        assert_eq!(agent["type"]["coding"][0]["code"], "110153");
+        let whats: Vec<&Value> = ev["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["what"]["reference"])
+            .collect();
+        assert_eq!(whats[..2], [&json!("Patient/2"), &json!("Observation/1")]);
+        assert_eq!(ev["entity"][2]["detail"][1]["valueString"], "MSG-1");
+        // the patient is among the written resources: not listed twice
+        assert_eq!(ev["entity"].as_array().unwrap().len(), 3);
     }
 
     #[test]
@@ -547,18 +740,29 @@ mod tests {
         let mut full = AuditRecord::new(EventKind::Rest, "read", "R", 200, Some(&p));
         full.ip = Some("127.0.0.1".into());
         full.user_agent = Some("curl/8".into());
-        full.entity = Some("Observation/1".into());
+        full.entities = vec!["Observation/1".into()];
         full.patient = Some("Patient/2".into());
         full.query = Some("code=1".into());
         let mut own_patient = full.clone();
-        own_patient.entity = Some("Patient/2".into());
+        own_patient.entities = vec!["Patient/2".into()];
         let bare = AuditRecord::new(EventKind::Login, "login", "E", 401, None);
-        for r in [full, own_patient, bare] {
+        let mut external = external_user_record();
+        external.fhir_user = None;
+        for r in [full, own_patient, bare, external, hl7_record()] {
             let v = r.to_version();
             let value: Value = serde_json::from_str(v.content.as_deref().unwrap()).unwrap();
             let hand = r.try_index_rows(&value).expect("hand-built rows");
             assert_eq!(sorted(&hand), sorted(&indexing::extract(&value)), "{value}");
         }
+        // With a fhirUser the generic extraction is used.
+        let r = external_user_record();
+        let v = r.to_version();
+        let value: Value = serde_json::from_str(v.content.as_deref().unwrap()).unwrap();
+        assert!(r.try_index_rows(&value).is_none());
+        assert_eq!(
+            sorted(&r.index_rows(&value)),
+            sorted(&indexing::extract(&value))
+        );
     }
 
     #[test]

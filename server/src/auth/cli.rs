@@ -356,6 +356,7 @@ pub async fn token(args: TokenArgs) -> Result<(), SecurityError> {
         patient: args.patient,
         fhir_user: None,
         jti: None,
+        issuer: None,
         anonymous: false,
     };
     let mut record = AuditRecord::new(EventKind::Login, "login", "E", 200, Some(&principal));

@@ -22,11 +22,16 @@
 //! every token it signed has expired ([`ACCESS_TOKEN_LIFETIME_SECS`] after retirement). A
 //! running server reloads its keys when it meets an unknown `kid`, so keys rotated (or
 //! tokens minted) by the CLI on the same database are picked up without a restart.
+//!
+//! External identity provider (issue 5, item 6): with `serve --oidc-issuer`, a token
+//! whose (unverified) `iss` is that issuer is verified against the issuer's keys instead
+//! ([`oidc`]); every other token must be one of ours.
 
 pub mod accounts;
 pub mod audit;
 pub mod authz;
 pub mod cli;
+pub mod oidc;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -97,8 +102,11 @@ pub struct Principal {
     pub patient: Option<String>,
     /// The user's FHIR resource (`fhirUser` claim).
     pub fhir_user: Option<String>,
-    /// The access token's `jti`.
+    /// The access token's `jti` (our tokens only: revocation applies to them).
     pub jti: Option<String>,
+    /// The external OpenID Connect issuer of the token (`--oidc-issuer`), `None` for our
+    /// own tokens. Audit records then name the subject as `iss` + `sub`.
+    pub issuer: Option<String>,
     /// True with `--no-auth`: every scope, audited as agent "anonymous".
     pub anonymous: bool,
 }
@@ -114,6 +122,7 @@ impl Principal {
             patient: None,
             fhir_user: None,
             jti: None,
+            issuer: None,
             anonymous: true,
         }
     }
@@ -165,6 +174,8 @@ pub struct Security {
     /// 5). Bounded by [`VERIFIED_CACHE_MAX`]; expiry and revocation are checked on every
     /// hit.
     verified: RwLock<HashMap<String, (Arc<Principal>, i64)>>,
+    /// The external OpenID Connect issuer whose tokens are accepted too (`--oidc-issuer`).
+    external: Option<Arc<oidc::ExternalIssuer>>,
 }
 
 /// Most verified tokens remembered at once (the cache is cleared when full).
@@ -280,7 +291,29 @@ impl Security {
             revoked: RwLock::new(revoked),
             last_reload: std::sync::Mutex::new(0),
             verified: RwLock::new(HashMap::new()),
+            external: None,
         }
+    }
+
+    /// Accepts the tokens of an external OpenID Connect issuer too (`serve
+    /// --oidc-issuer`). Refused when it claims to be our own issuer.
+    pub fn with_external(
+        mut self,
+        issuer: Arc<oidc::ExternalIssuer>,
+    ) -> Result<Security, SecurityError> {
+        if issuer.issuer().trim_end_matches('/') == self.issuer.trim_end_matches('/') {
+            return Err(SecurityError::Input(format!(
+                "--oidc-issuer {} is MediFlow's own issuer",
+                issuer.issuer()
+            )));
+        }
+        self.external = Some(issuer);
+        Ok(self)
+    }
+
+    /// The external issuer, if one is configured.
+    pub fn external(&self) -> Option<&oidc::ExternalIssuer> {
+        self.external.as_deref()
     }
 
     /// The JWK Set to publish at `/auth/jwks`.
@@ -422,8 +455,10 @@ impl Security {
     }
 
     /// The principal of a request: from its bearer token, or anonymous when
-    /// authentication is off. Tokens verified before are looked up (checking expiry and
-    /// revocation again) rather than verified anew.
+    /// authentication is off. A token whose unverified `iss` is the external issuer's is
+    /// verified by it ([`oidc::ExternalIssuer::authenticate`]), any other must be ours.
+    /// Tokens verified before are looked up (checking expiry and revocation again) rather
+    /// than verified anew.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Principal>, AuthFailure> {
         static ANONYMOUS: std::sync::OnceLock<Arc<Principal>> = std::sync::OnceLock::new();
         if !self.enabled {
@@ -449,17 +484,27 @@ impl Security {
             }
             return Ok(p);
         }
-        let claims = self.verify(token).await?;
-        let exp = claims.exp;
-        let p = Arc::new(Principal {
-            scopes: ScopeSet::parse(&claims.scope)?,
-            client_id: claims.client_id,
-            sub: claims.sub,
-            patient: claims.patient,
-            fhir_user: claims.fhir_user,
-            jti: Some(claims.jti),
-            anonymous: false,
-        });
+        let (p, exp) = match &self.external {
+            Some(ext) if tokens::unverified_issuer(token).as_deref() == Some(ext.issuer()) => {
+                let (p, exp) = ext.authenticate(token, now_secs()).await?;
+                (Arc::new(p), exp)
+            }
+            _ => {
+                let claims = self.verify(token).await?;
+                let exp = claims.exp;
+                let p = Principal {
+                    scopes: ScopeSet::parse(&claims.scope)?,
+                    client_id: claims.client_id,
+                    sub: claims.sub,
+                    patient: claims.patient,
+                    fhir_user: claims.fhir_user,
+                    jti: Some(claims.jti),
+                    issuer: None,
+                    anonymous: false,
+                };
+                (Arc::new(p), exp)
+            }
+        };
         if let Ok(mut c) = self.verified.write() {
             if c.len() >= VERIFIED_CACHE_MAX {
                 let now = now_secs();

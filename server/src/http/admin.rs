@@ -90,7 +90,7 @@ impl Admin {
             Err(e) => AdminError::InvalidToken(e.to_string()),
         };
         // A refusal is the use of a restricted function, whatever was attempted.
-        record.subtype = ADMIN_USE;
+        record.subtype = ADMIN_USE.into();
         record.status = refusal.status().as_u16();
         state.auditor.record(record).await;
         Err(refusal.into_response())

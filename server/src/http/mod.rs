@@ -193,7 +193,7 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
     );
     record.ip = ip;
     record.user_agent = user_agent;
-    record.entity = entity.or_else(|| {
+    record.entities.extend(entity.or_else(|| {
         // The Location of a create: [base]/Type/id/_history/n.
         let loc = header_str(resp.headers(), header::LOCATION)?;
         let rel = loc
@@ -201,7 +201,7 @@ async fn guard(State(state): State<Arc<AppState>>, mut req: Request, next: Next)
             .trim_start_matches('/');
         let mut parts = rel.split('/');
         Some(format!("{}/{}", parts.next()?, parts.next()?))
-    });
+    }));
     if let Some(p) = patient {
         record.patient = Some(p);
     } else if record.patient.is_none() {

@@ -19,7 +19,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use base64::Engine;
 use mediflow_auth::tokens::{self, ACCESS_TOKEN_LIFETIME_SECS};
 use mediflow_auth::{Interaction, ScopeContext, ScopeSet};
 use serde_json::{Value, json};
@@ -121,16 +120,6 @@ pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a
         .filter(|v| !v.is_empty())
 }
 
-/// The unverified `iss` of a JWT (to find the client whose keys verify it).
-fn unverified_iss(jwt: &str) -> Option<String> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("iss")?.as_str().map(str::to_string)
-}
-
 /// Authenticates the client of a token, introspection or revocation request by its
 /// `client_assertion` (private_key_jwt): the registered client's JWK Set (inline or
 /// fetched from its URL) verifies it, and its `jti` has not been used before. Returns the
@@ -157,7 +146,10 @@ pub(super) async fn authenticate_client(
     }
     let assertion = param(pairs, "client_assertion")
         .ok_or_else(|| OAuthError::InvalidClient("client_assertion is missing".into()))?;
-    let client_id = match (param(pairs, "client_id"), unverified_iss(assertion)) {
+    let client_id = match (
+        param(pairs, "client_id"),
+        tokens::unverified_issuer(assertion),
+    ) {
         (Some(id), _) => id.to_string(),
         (None, Some(iss)) => iss,
         (None, None) => {
@@ -241,7 +233,8 @@ pub async fn token(
         }
         Err(e) => {
             record.status = e.status().as_u16();
-            if let Some(iss) = param(&pairs, "client_assertion").and_then(unverified_iss) {
+            if let Some(iss) = param(&pairs, "client_assertion").and_then(tokens::unverified_issuer)
+            {
                 record.client_id = iss;
             }
             e.into_response()

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::client::{AckSummary, ClientError, MllpClient, to_cr};
 use super::mapping;
 use super::process::Processor;
+use crate::auth::audit::Auditor;
 use crate::clock;
 use crate::server::{self, StartResult};
 use crate::storage::hl7_messages::{Hl7ListQuery, Hl7MessageRecord, Hl7MessageSummary, Hl7Status};
@@ -126,8 +127,14 @@ pub async fn run(command: Hl7Command) -> StartResult<bool> {
             hl7_no_auto_create,
         } => {
             let ctx = server::context(&database_url, "http://localhost/fhir".to_string()).await?;
-            let processor = Processor::new(ctx, mapping::config(!hl7_no_auto_create));
-            let done = processor.reprocess(id, force).await?;
+            let (auditor, audit_task) = Auditor::start(ctx.store.clone());
+            let processor =
+                Processor::new(ctx, mapping::config(!hl7_no_auto_create)).with_auditor(auditor);
+            let done = processor.reprocess(id, force).await;
+            // The processor holds the only auditor: dropping it lets the writer finish.
+            drop(processor);
+            let _ = audit_task.await;
+            let done = done?;
             println!("message {id}: {}", done.status);
             if let Some(reason) = &done.reason {
                 println!("reason: {reason}");
@@ -278,11 +285,7 @@ fn print_ack(label: &str, control_id: &str, ack: &[u8]) {
 }
 
 fn sender(s: &Hl7MessageSummary) -> String {
-    if s.sending_facility.is_empty() {
-        s.sending_application.clone()
-    } else {
-        format!("{}^{}", s.sending_application, s.sending_facility)
-    }
+    super::audit::sender(&s.sending_application, &s.sending_facility)
 }
 
 /// A stored message as JSON for admins: `id`, `received`, `sender` (`application`,

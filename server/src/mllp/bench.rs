@@ -52,7 +52,10 @@ pub async fn run(opts: MllpBench) -> StartResult<()> {
         Some(a) => a.clone(),
         None => {
             let ctx = server::context(&opts.database_url, "http://127.0.0.1/fhir".into()).await?;
-            let processor = Arc::new(Processor::new(ctx, mapping::config(true)));
+            // Audited as `serve` does, so the figures include the AuditEvent writes.
+            let (auditor, _) = crate::auth::audit::Auditor::start(ctx.store.clone());
+            let processor =
+                Arc::new(Processor::new(ctx, mapping::config(true)).with_auditor(auditor));
             let mut config = MllpConfig::new("127.0.0.1:0".parse()?);
             config.idle_timeout = Duration::from_secs(600);
             let listener = Listener::bind(&config, processor).await?;

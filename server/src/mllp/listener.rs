@@ -203,7 +203,8 @@ impl Connection {
                 let ack = hl7::ack::reject_oversize(&head, limit);
                 self.send(&ack.to_bytes()).await
             }
-            MllpFrame::Message(bytes) => match processor.accept(&bytes).await {
+            MllpFrame::Message(bytes) => match processor.accept(&bytes, Some(self.peer.ip())).await
+            {
                 Step::Done(acks) => {
                     for ack in acks {
                         self.send(&ack).await?;
@@ -215,7 +216,7 @@ impl Connection {
                     if let Some(commit) = commit {
                         result = self.send(&commit).await;
                     }
-                    let ack = processor.apply(job).await;
+                    let ack = processor.apply(*job).await;
                     if let (Ok(()), Some(ack)) = (&result, ack) {
                         result = self.send(&ack).await;
                     }

@@ -29,9 +29,10 @@
 //! patient on two connections) are serialised by [`locks`], so a patient is never created
 //! twice by this process; a key already seen matching an existing resource is not locked,
 //! and a message that would create under such an unlocked key is rolled back and run again
-//! holding the lock. [`client`] is the sending side (`mediflow hl7 send`, the MLLP
-//! benchmark); [`admin`] holds `mediflow hl7 messages|reprocess|send` and the JSON summaries
-//! of `GET /fhir/$hl7-messages`; [`bench`] is `mediflow bench mllp`.
+//! holding the lock. Each applied message is audited with an AuditEvent naming its sender,
+//! what it wrote and the patient ([`audit`]). [`client`] is the sending side (`mediflow hl7
+//! send`, the MLLP benchmark); [`admin`] holds `mediflow hl7 messages|reprocess|send` and
+//! the JSON summaries of `GET /fhir/$hl7-messages`; [`bench`] is `mediflow bench mllp`.
 //!
 //! Limits: idempotency and the in-flight bookkeeping are per process; two servers on one
 //! database could both apply a message resent to each while the first is still processing.
@@ -40,6 +41,7 @@
 //! before: the FHIR writes and the status update commit together).
 
 pub mod admin;
+pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod listener;

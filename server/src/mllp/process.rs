@@ -20,8 +20,13 @@
 //! Duplicates while the original is still being processed (a client that dropped its
 //! connection and resent at once) wait for the original to finish, then get its ACK: each
 //! (MSH-3, MSH-4, MSH-10) is registered in memory before its row is inserted.
+//!
+//! Each applied message (AA), and each one reprocessed successfully, is audited with an
+//! AuditEvent when the processor has an auditor ([`Processor::with_auditor`]; see
+//! [`super::audit`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,9 +35,11 @@ use hl7::{Charset, Header, Message};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::audit::Imported;
 use super::locks::KeyedLocks;
 use super::mapping::{self, MappingConfig};
 use super::outcome::{AckMode, Rejection, commit_ack};
+use crate::auth::audit::Auditor;
 use crate::clock;
 use crate::error::ApiError;
 use crate::interaction::{Context, bundle, merge};
@@ -48,6 +55,7 @@ pub struct Processor {
     mapping: MappingConfig,
     locks: KeyedLocks,
     in_flight: Mutex<HashMap<MessageKey, watch::Receiver<bool>>>,
+    auditor: Option<Auditor>,
 }
 
 /// What is left to do for a message after [`Processor::accept`].
@@ -60,7 +68,7 @@ pub enum Step<'a> {
         /// The commit ACK to send before processing.
         commit: Option<Vec<u8>>,
         /// The message to apply.
-        job: Job<'a>,
+        job: Box<Job<'a>>,
     },
 }
 
@@ -70,10 +78,12 @@ pub struct Job<'a> {
     /// database transaction as the FHIR writes.
     id: Option<i64>,
     /// The row to insert when `id` is `None`.
-    new: Box<NewHl7Message>,
+    new: NewHl7Message,
     message: Message,
     mode: AckMode,
     started: Instant,
+    /// The sender's address, for the AuditEvent.
+    peer: Option<IpAddr>,
     _in_flight: Option<InFlight<'a>>,
 }
 
@@ -137,11 +147,19 @@ impl Processor {
             mapping,
             locks: KeyedLocks::default(),
             in_flight: Mutex::new(HashMap::new()),
+            auditor: None,
         }
     }
 
-    /// Stores, deduplicates and parses one message (the content of an MLLP frame).
-    pub async fn accept(&self, raw: &[u8]) -> Step<'_> {
+    /// Audits every applied message through `auditor` (one AuditEvent each).
+    pub fn with_auditor(mut self, auditor: Auditor) -> Processor {
+        self.auditor = Some(auditor);
+        self
+    }
+
+    /// Stores, deduplicates and parses one message (the content of an MLLP frame) sent
+    /// from `peer`.
+    pub async fn accept(&self, raw: &[u8], peer: Option<IpAddr>) -> Step<'_> {
         let started = Instant::now();
         let sniffed = Header::sniff(raw);
         if sniffed
@@ -176,14 +194,15 @@ impl Processor {
         {
             return Step::Apply {
                 commit: None,
-                job: Job {
+                job: Box::new(Job {
                     id: None,
-                    new: Box::new(new),
+                    new,
                     message,
                     mode,
                     started,
+                    peer,
                     _in_flight: in_flight,
-                },
+                }),
             };
         }
         let id = match self.ctx.store.hl7_insert(&new).await {
@@ -241,14 +260,15 @@ impl Processor {
             .then(|| commit_ack(&header, AckCode::CA, None).to_bytes());
         Step::Apply {
             commit,
-            job: Job {
+            job: Box::new(Job {
                 id: Some(id),
-                new: Box::new(new),
+                new,
                 message,
                 mode,
                 started,
+                peer,
                 _in_flight: in_flight,
-            },
+            }),
         }
     }
 
@@ -268,7 +288,22 @@ impl Processor {
                     .into_iter()
                     .next_back();
             }
-            Applied::Done { id, result, ack } => (id, result, ack),
+            Applied::Done {
+                id,
+                result,
+                ack,
+                imported,
+            } => {
+                if let Some(imported) = imported {
+                    let sender = super::audit::sender(
+                        &job.new.sending_application,
+                        &job.new.sending_facility,
+                    );
+                    let ip = job.peer.map(|p| p.to_string());
+                    self.audit(&sender, ip, &job.message, imported).await;
+                }
+                (id, result, ack)
+            }
         };
         let (status, reason) = match &result {
             Ok(()) => (Hl7Status::Processed, None),
@@ -314,7 +349,19 @@ impl Processor {
             Ok(message) => {
                 let none = NewHl7Message::default();
                 match self.run_recorded(Some(id), &none, &message).await {
-                    Applied::Done { result, ack, .. } => {
+                    Applied::Done {
+                        result,
+                        ack,
+                        imported,
+                        ..
+                    } => {
+                        if let Some(imported) = imported {
+                            let sender = super::audit::sender(
+                                &record.summary.sending_application,
+                                &record.summary.sending_facility,
+                            );
+                            self.audit(&sender, None, &message, imported).await;
+                        }
                         let (status, reason) = match &result {
                             Ok(()) => (Hl7Status::Processed, None),
                             Err(r) => (Hl7Status::Error, Some(r.to_string())),
@@ -394,6 +441,16 @@ impl Processor {
             id,
             result: Err(rejection),
             ack,
+            imported: None,
+        }
+    }
+
+    /// Queues the AuditEvent of an applied message (when there is an auditor).
+    async fn audit(&self, sender: &str, ip: Option<String>, message: &Message, imported: Imported) {
+        if let Some(auditor) = &self.auditor {
+            auditor
+                .record(super::audit::record(sender, ip, message, imported))
+                .await;
         }
     }
 
@@ -500,6 +557,12 @@ impl Processor {
         if !created.is_empty() {
             return Ok(Attempt::NeedsLock(created));
         }
+        let imported = match self.auditor {
+            Some(_) => Some(
+                super::audit::imported(&self.ctx.base_url, tx.as_mut(), bundle, &response).await,
+            ),
+            None => None,
+        };
         let ack = hl7::ack::accept(message);
         tx.hl7_finish(id, Hl7Status::Processed, None, ack.as_str())
             .await
@@ -512,6 +575,7 @@ impl Processor {
             id: Some(id),
             result: Ok(()),
             ack,
+            imported,
         }))
     }
 
@@ -575,11 +639,13 @@ impl Processor {
 
 /// What [`Processor::run_recorded`] did.
 enum Applied {
-    /// Applied (or not) and recorded in row `id` (`None` if even that failed).
+    /// Applied (or not) and recorded in row `id` (`None` if even that failed); what was
+    /// written, for the AuditEvent, when applied and audited.
     Done {
         id: Option<i64>,
         result: Result<(), Rejection>,
         ack: Ack,
+        imported: Option<Imported>,
     },
     /// The message was stored and finished already (a duplicate MSH-10): nothing done.
     Duplicate(Box<Hl7MessageRecord>),
