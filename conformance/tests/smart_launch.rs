@@ -22,6 +22,7 @@ backend_tests!(
     ehr_launch_carries_the_patient_context,
     roles_cap_what_a_user_is_granted,
     login_is_locked_after_five_failures_and_audited,
+    a_one_time_password_is_changed_before_any_code_is_issued,
     headless_chromium_completes_a_standalone_launch,
 );
 
@@ -819,6 +820,65 @@ async fn login_is_locked_after_five_failures_and_audited(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(refused, 6);
+}
+
+/// Issue 5 item 1: a one-time password (first start, or set by an admin with
+/// `mustChangePassword`) signs in only to choose a new password; the code comes after.
+async fn a_one_time_password_is_changed_before_any_code_is_issued(backend: Backend) {
+    let w = world(backend, APP_SCOPE).await;
+    let s = &w.server;
+    s.request(Method::PUT, &format!("{}/admin/users/dr.grey", s.root()))
+        .header("Authorization", &format!("Bearer {}", w.admin))
+        .json(
+            &json!({"role": "DOCTOR", "fhirUser": "Practitioner/pr-grey",
+            "password": "Temp-pass-1", "mustChangePassword": true}),
+        )
+        .send()
+        .await
+        .assert_status(200);
+    let req = request(s, "user/Patient.rs", REDIRECT);
+    let signin = |password: &'static str| {
+        let form = with(
+            req.clone(),
+            &[
+                ("username", "dr.grey"),
+                ("password", password),
+                ("action", "approve"),
+            ],
+        );
+        async move { authorize_post(s, &form).await }
+    };
+    let page = signin("Temp-pass-1").await;
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Choose a new password"), "{html}");
+    let session = hidden_value(&html, "session");
+    let change = |new: &str, again: &str| {
+        with(
+            req.clone(),
+            &[
+                ("session", &session),
+                ("new_password", new),
+                ("confirm_password", again),
+                ("action", "change_password"),
+            ],
+        )
+    };
+    let differ = authorize_post(s, &change("My-own-pass-9", "My-own-pass-8")).await;
+    assert_eq!(differ.status().as_u16(), 400);
+    let short = authorize_post(s, &change("short", "short")).await;
+    assert_eq!(short.status().as_u16(), 400);
+    assert!(short.text().await.unwrap().contains("at least 8"));
+    let back = redirected(
+        authorize_post(s, &change("My-own-pass-9", "My-own-pass-9")).await,
+        REDIRECT,
+    );
+    let tok = exchange(s, get(&back, "code").unwrap(), VERIFIER).await;
+    tok.assert_status(200);
+    // The one-time password is gone; the new one works without the extra step.
+    assert_eq!(signin("Temp-pass-1").await.status().as_u16(), 401);
+    let again = redirected(signin("My-own-pass-9").await, REDIRECT);
+    assert!(get(&again, "code").is_some());
 }
 
 // ---------------------------------------------------------------------------------------

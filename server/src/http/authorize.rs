@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::oauth::{authenticate_client, form, param};
-use crate::auth::audit::{AuditRecord, EventKind};
+use crate::auth::audit::{ADMIN_CHANGE, AuditRecord, EventKind, USER_SYSTEM};
 use crate::auth::{TokenContext, now_secs};
 use crate::error::OAuthError;
 use crate::storage::auth::{ClientRecord, UserRecord};
@@ -414,6 +414,54 @@ pub async fn authorize_post(
         }
     };
     audit.sub = user.username.clone();
+    // A one-time password (the first administrator's, or one an admin set with
+    // mustChangePassword): the user chooses a new one before any token is issued.
+    let mut user = user;
+    let mut session = session;
+    if !user.may_get_tokens() {
+        let secret = match &session {
+            Some(s) => s.clone(),
+            None => match start_session(&state, &req, &user, now).await {
+                Ok(s) => s,
+                Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            },
+        };
+        if param(&pairs, "action") != Some("change_password") {
+            return password_page(StatusCode::OK, &req, &secret, &pairs, None);
+        }
+        let new = pairs
+            .iter()
+            .find(|(k, _)| k == "new_password")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        let confirm = pairs
+            .iter()
+            .find(|(k, _)| k == "confirm_password")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        if new != confirm {
+            let m = "The two passwords differ.";
+            return password_page(StatusCode::BAD_REQUEST, &req, &secret, &pairs, Some(m));
+        }
+        let store = state.ctx.store.clone();
+        let (name, pw) = (user.username.clone(), new.to_string());
+        match crate::auth::accounts::set_password(store.as_ref(), &name, &pw).await {
+            Ok(updated) => {
+                let mut changed = AuditRecord::new(EventKind::Admin, ADMIN_CHANGE, "U", 200, None);
+                changed.client_id = req.client.client_id.clone();
+                changed.sub = updated.username.clone();
+                changed.account = Some((USER_SYSTEM, updated.username.clone()));
+                changed.ip = audit.ip.clone();
+                state.auditor.record(changed).await;
+                user = updated;
+            }
+            Err(crate::auth::accounts::AccountError::Invalid(m)) => {
+                return password_page(StatusCode::BAD_REQUEST, &req, &secret, &pairs, Some(&m));
+            }
+            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+        session = Some(secret);
+    }
     let Ok(role) = Role::from_str(&user.role) else {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -863,6 +911,49 @@ fn login_page(
         scopes = scope_list(&req.requested, None),
     );
     html_page(status, "Sign in", &body)
+}
+
+/// Hidden fields that carry the consent (ticked scopes) from page to page.
+fn consent_fields(pairs: &[(String, String)]) -> String {
+    let mut out = String::new();
+    if param(pairs, "consent") == Some("1") {
+        out.push_str(&hidden("consent", "1"));
+        for (k, v) in pairs {
+            if k == "grant" {
+                out.push_str(&hidden("grant", v));
+            }
+        }
+    }
+    out
+}
+
+/// "Choose a new password": shown after a one-time password was accepted.
+fn password_page(
+    status: StatusCode,
+    req: &AuthzRequest,
+    session: &str,
+    pairs: &[(String, String)],
+    message: Option<&str>,
+) -> Response {
+    let body = format!(
+        "<h1>Choose a new password</h1>\
+         <p>The password you signed in with can be used only once. Choose your own before \
+         <strong>{app}</strong> can continue.</p>{alert}\
+         <form method=\"post\" action=\"authorize\">{fields}{session}{consent}\
+         <label for=\"new_password\">New password (at least 8 characters)</label>\
+         <input type=\"password\" id=\"new_password\" name=\"new_password\" autocomplete=\"new-password\" minlength=\"8\" required>\
+         <label for=\"confirm_password\">New password again</label>\
+         <input type=\"password\" id=\"confirm_password\" name=\"confirm_password\" autocomplete=\"new-password\" minlength=\"8\" required>\
+         <button type=\"submit\" name=\"action\" value=\"change_password\">Change password and continue</button>\
+         <button type=\"submit\" name=\"action\" value=\"deny\" formnovalidate>Cancel</button>\
+         </form>",
+        app = text(app_name(req)),
+        alert = alert(message),
+        fields = request_fields(req),
+        session = hidden("session", session),
+        consent = consent_fields(pairs),
+    );
+    html_page(status, "Choose a new password", &body)
 }
 
 /// The patient picker of a standalone launch (SMART § "Standalone launch": the user
