@@ -22,6 +22,7 @@ backend_tests!(
     no_auth_serves_without_a_token_and_still_audits,
     python_authlib_client_completes_backend_services_and_searches,
     introspection_and_revocation,
+    backend_client_registered_by_jwks_url_gets_a_token,
     user_add_stores_an_argon2id_hash_and_prints_no_secret,
 );
 
@@ -928,4 +929,80 @@ async fn user_add_stores_an_argon2id_hash_and_prints_no_secret(backend: Backend)
     };
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(mediflow_auth::password::verify(secret, &hash));
+}
+
+/// Serves `jwks` (swappable) at `/jwks` on a loopback port; returns its URL.
+async fn serve_jwks(jwks: std::sync::Arc<std::sync::Mutex<Value>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let body = jwks.lock().unwrap().to_string();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/jwk-set+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/jwks")
+}
+
+/// SMART Backend Services § "Registering a client": the client's public keys may be
+/// registered by URL (`jwks_url`); the server fetches them at each token request, so a
+/// key the client stops publishing stops working.
+async fn backend_client_registered_by_jwks_url_gets_a_token(backend: Backend) {
+    let key = SigningKey::generate_with(KeyAlgorithm::Es384);
+    let published = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [key.public_jwk()]})));
+    let url = serve_jwks(published.clone()).await;
+    let server = Server::start_secure(backend).await;
+    let out = run_mediflow(
+        [
+            "client",
+            "add",
+            "--client-id",
+            "url-client",
+            "--jwks-url",
+            &url,
+            "--scope",
+            "system/Patient.rs",
+            "--database-url",
+            server.db().url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let client = Client {
+        id: "url-client".into(),
+        key,
+    };
+    let resp = client
+        .request_token(&server, &client.fresh(&server), "system/Patient.rs")
+        .await;
+    resp.assert_status(200);
+    let token = resp.json()["access_token"].as_str().unwrap().to_string();
+    get_as(&server, &token, "Patient").await.assert_status(200);
+    // The client rotates to a new key and stops publishing the old one.
+    let next = SigningKey::generate_with(KeyAlgorithm::Es384);
+    *published.lock().unwrap() = json!({"keys": [next.public_jwk()]});
+    let refused = client
+        .request_token(&server, &client.fresh(&server), "system/Patient.rs")
+        .await;
+    assert_oauth_error(&refused, 401, "invalid_client");
+    let rotated = Client {
+        id: "url-client".into(),
+        key: next,
+    };
+    rotated
+        .request_token(&server, &rotated.fresh(&server), "system/Patient.rs")
+        .await
+        .assert_status(200);
 }
