@@ -26,9 +26,9 @@
 //!   The client is the token's `client_id` (RFC 9068 §2.2) or `azp` (OIDC Core §2), else
 //!   its subject. A role claim is not read (hospital roles apply to our own login flow).
 //!
-//! The HTTP client is the workspace's `reqwest`, built without TLS: the discovery document
-//! and the JWK Set must be reachable over `http://` (a provider on the same host or
-//! network, or a TLS-terminating proxy) until a TLS feature is enabled.
+//! The HTTP client is the workspace's `reqwest` with rustls (aws-lc-rs provider) and the
+//! platform certificate verifier: the discovery document and the JWK Set are fetched over
+//! `https://` (or `http://` on a trusted network).
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
