@@ -104,6 +104,15 @@ pub fn shared_dir() -> PathBuf {
         .join("shared")
 }
 
+/// Whether `python3` can import `module` (the independent clients of the tests: `hl7`,
+/// `authlib`, `selenium`, installed by `.ci/run`).
+pub fn python_has(module: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Path of the `mediflow` binary: `$MEDIFLOW_BIN`, else `<target>/debug/mediflow`.
 pub fn mediflow_bin() -> PathBuf {
     let path = match std::env::var_os("MEDIFLOW_BIN") {

@@ -745,13 +745,6 @@ print(json.dumps({"scope": tok["scope"], "token_type": tok["token_type"],
                   "status": s.status_code, "entries": len(s.json().get("entry", []))}))
 "#;
 
-fn python_has(module: &str) -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 async fn python_authlib_client_completes_backend_services_and_searches(backend: Backend) {
     if !python_has("authlib") || !python_has("requests") {
         println!(

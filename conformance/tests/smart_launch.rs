@@ -952,13 +952,6 @@ async fn fake_app() -> (String, Arc<Mutex<Vec<String>>>) {
     (format!("http://127.0.0.1:{}/callback", addr.port()), seen)
 }
 
-fn python_has(module: &str) -> bool {
-    std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// Issue 5 item 7: the full standalone launch of a test app in headless Chromium: the
 /// login page, unticking a scope, the patient picker's search, the redirect to the app;
 /// the app then exchanges the code and reads with the token.

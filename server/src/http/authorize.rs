@@ -1261,6 +1261,42 @@ async fn issue(
     Ok(out)
 }
 
+/// Redeems `client`'s single-use code or refresh token by the hash of its secret. A
+/// replay revokes every token of the grant (codes: RFC 6749 §4.1.2; refresh tokens:
+/// RFC 9700 §4.14.2); unknown, expired, revoked or another client's: `invalid_grant`.
+async fn redeem(
+    state: &AppState,
+    client: &ClientRecord,
+    hash: &str,
+    kind: GrantKind,
+    now: i64,
+) -> Result<GrantRecord, OAuthError> {
+    let what = match kind {
+        GrantKind::Code => "authorization code",
+        _ => "refresh token",
+    };
+    let g = match state.ctx.store.grant_redeem(hash, kind, now).await? {
+        Redeemed::Fresh(g) => g,
+        Redeemed::Reused(g) => {
+            revoke_family(state, &g.family).await?;
+            return Err(OAuthError::InvalidGrant(format!(
+                "the {what} was used before; every token issued from its grant is revoked"
+            )));
+        }
+        Redeemed::Invalid => {
+            return Err(OAuthError::InvalidGrant(format!(
+                "unknown, expired or revoked {what}"
+            )));
+        }
+    };
+    if g.client_id != client.client_id {
+        return Err(OAuthError::InvalidGrant(format!(
+            "the {what} was issued to another client"
+        )));
+    }
+    Ok(g)
+}
+
 /// `grant_type=authorization_code` (RFC 6749 §4.1.3; PKCE RFC 7636 §4.5-4.6): returns
 /// the client id and the token response.
 pub async fn token_from_code(
@@ -1271,32 +1307,14 @@ pub async fn token_from_code(
     let code =
         param(pairs, "code").ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
     let now = now_secs();
-    let g = match state
-        .ctx
-        .store
-        .grant_redeem(&tokens::opaque_token_hash(code), GrantKind::Code, now)
-        .await?
-    {
-        Redeemed::Fresh(g) => g,
-        Redeemed::Reused(g) => {
-            revoke_family(state, &g.family).await?;
-            return Err(OAuthError::InvalidGrant(
-                "the authorization code was used before; the tokens issued from it are \
-                 revoked (RFC 6749 §4.1.2)"
-                    .into(),
-            ));
-        }
-        Redeemed::Invalid => {
-            return Err(OAuthError::InvalidGrant(
-                "unknown or expired authorization code".into(),
-            ));
-        }
-    };
-    if g.client_id != client.client_id {
-        return Err(OAuthError::InvalidGrant(
-            "the authorization code was issued to another client".into(),
-        ));
-    }
+    let g = redeem(
+        state,
+        &client,
+        &tokens::opaque_token_hash(code),
+        GrantKind::Code,
+        now,
+    )
+    .await?;
     let data: GrantData = serde_json::from_str(&g.data)
         .map_err(|e| OAuthError::InvalidGrant(format!("unusable code: {e}")))?;
     if param(pairs, "redirect_uri") != data.redirect_uri.as_deref() {
@@ -1351,32 +1369,7 @@ pub async fn token_from_refresh(
             .map_err(|e| OAuthError::InvalidGrant(format!("unusable refresh token: {e}")))?;
         narrowed_scope(pairs, &data)?;
     }
-    let g = match state
-        .ctx
-        .store
-        .grant_redeem(&hash, GrantKind::Refresh, now)
-        .await?
-    {
-        Redeemed::Fresh(g) => g,
-        Redeemed::Reused(g) => {
-            revoke_family(state, &g.family).await?;
-            return Err(OAuthError::InvalidGrant(
-                "the refresh token was used before; every token of this grant is revoked \
-                 (RFC 9700 §4.14.2)"
-                    .into(),
-            ));
-        }
-        Redeemed::Invalid => {
-            return Err(OAuthError::InvalidGrant(
-                "unknown, expired or revoked refresh token".into(),
-            ));
-        }
-    };
-    if g.client_id != client.client_id {
-        return Err(OAuthError::InvalidGrant(
-            "the refresh token was issued to another client".into(),
-        ));
-    }
+    let g = redeem(state, &client, &hash, GrantKind::Refresh, now).await?;
     let mut data: GrantData = serde_json::from_str(&g.data)
         .map_err(|e| OAuthError::InvalidGrant(format!("unusable refresh token: {e}")))?;
     data.scope = narrowed_scope(pairs, &data)?;
