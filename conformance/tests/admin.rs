@@ -17,6 +17,7 @@ backend_tests!(
     admin_api_needs_an_admin_token,
     admin_api_refuses_bad_input_with_clear_json_errors,
     admin_actions_are_audited,
+    the_last_admin_can_be_neither_removed_nor_demoted,
 );
 
 /// The scope of the README's one-command token (README § Security).
@@ -614,4 +615,43 @@ async fn admin_actions_are_audited(backend: Backend) {
     })
     .await;
     assert_eq!(first["agent"][0]["who"]["identifier"]["value"], "mediflow");
+}
+
+/// Whoever manages accounts must stay able to: the only ADMIN user can be neither
+/// removed nor given another role (409, through the API and the CLI) until a second
+/// administrator exists.
+async fn the_last_admin_can_be_neither_removed_nor_demoted(backend: Backend) {
+    let server = Server::start_secure(backend).await;
+    let admin = server.mint_token("ops", ADMIN, None).await;
+    let token = Some(admin.as_str());
+    let demote = json!({"role": "DOCTOR"});
+    let resp = admin_req(&server, Method::PUT, "users/admin", token, Some(&demote)).await;
+    assert!(assert_admin_error(&resp, 409, "conflict").contains("only ADMIN"));
+    let resp = admin_req(&server, Method::DELETE, "users/admin", token, None).await;
+    assert_admin_error(&resp, 409, "conflict");
+    let cli = std::process::Command::new(mediflow_bin())
+        .args([
+            "user",
+            "remove",
+            "--username",
+            "admin",
+            "--database-url",
+            server.db().url(),
+        ])
+        .output()
+        .expect("run mediflow");
+    assert!(!cli.status.success(), "the CLI refuses too");
+    assert_eq!(user_list(server.db()).len(), 1);
+    let second = json!({"username": "admin2", "password": "long enough", "role": "ADMIN"});
+    admin_req(&server, Method::POST, "users", token, Some(&second))
+        .await
+        .assert_status(201);
+    admin_req(&server, Method::DELETE, "users/admin", token, None)
+        .await
+        .assert_status(204);
+    let names: Vec<String> = user_list(server.db())
+        .into_iter()
+        .map(|u| u[0].clone())
+        .collect();
+    assert_eq!(names, ["admin2"]);
 }

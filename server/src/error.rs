@@ -214,7 +214,7 @@ impl From<crate::auth::accounts::AccountError> for AdminError {
         match e {
             AccountError::Invalid(m) => AdminError::InvalidRequest(m),
             AccountError::NotFound(m) => AdminError::NotFound(m),
-            AccountError::Taken(m) => AdminError::Conflict(m),
+            AccountError::Taken(m) | AccountError::LastAdmin(m) => AdminError::Conflict(m),
             AccountError::Store(e) => AdminError::Server(e),
         }
     }

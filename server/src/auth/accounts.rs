@@ -53,6 +53,10 @@ pub enum AccountError {
     /// The username or client id is taken (HTTP 409).
     #[error("{0}")]
     Taken(String),
+    /// The change would leave no ADMIN user, so nobody could manage accounts any more
+    /// (HTTP 409).
+    #[error("{0}")]
+    LastAdmin(String),
     /// Database failure (HTTP 500).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -155,6 +159,27 @@ pub fn new_user(
         created_at: now_secs(),
         must_change_password,
     })
+}
+
+/// Refuses to remove `username`, or to give it the role `new_role`, when it is the only
+/// ADMIN user left: the hospital would lose its last administrator.
+pub async fn keep_an_admin(
+    store: &dyn Store,
+    username: &str,
+    new_role: Option<Role>,
+) -> Result<(), AccountError> {
+    if new_role == Some(Role::Admin) {
+        return Ok(());
+    }
+    let users = store.auth_users().await?;
+    let is_admin = |u: &UserRecord| u.role == Role::Admin.as_str();
+    let target_is_admin = users.iter().any(|u| u.username == username && is_admin(u));
+    if target_is_admin && users.iter().filter(|u| is_admin(u)).count() == 1 {
+        return Err(AccountError::LastAdmin(format!(
+            "{username:?} is the only ADMIN user: add another administrator first"
+        )));
+    }
+    Ok(())
 }
 
 /// Sets `username`'s password and clears its `must_change_password` flag and its login

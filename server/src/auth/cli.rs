@@ -432,6 +432,7 @@ pub async fn user(cmd: UserCommand) -> Result<(), SecurityError> {
         }
         UserCommand::Remove { username, db } => {
             let store = db.open().await?;
+            accounts::keep_an_admin(store.as_ref(), &username, None).await?;
             if !store.auth_delete_user(&username).await? {
                 return Err(AccountError::NotFound(format!("no user {username:?}")).into());
             }

@@ -363,7 +363,9 @@ pub async fn update_user(
             )));
         }
         let mut user = find_user(&state, &username).await?;
-        user.role = accounts::parse_role(&change.role)?.as_str().to_string();
+        let role = accounts::parse_role(&change.role)?;
+        accounts::keep_an_admin(state.ctx.store.as_ref(), &username, Some(role)).await?;
+        user.role = role.as_str().to_string();
         if let Some(f) = &change.fhir_user {
             accounts::check_fhir_user(f)?;
         }
@@ -396,11 +398,14 @@ pub async fn delete_user(
         Ok(a) => a,
         Err(resp) => return resp,
     };
-    let result = match state.ctx.store.auth_delete_user(&username).await {
-        Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
-        Ok(false) => Err(AdminError::NotFound(format!("no user {username:?}"))),
-        Err(e) => Err(e.into()),
-    };
+    let result = async {
+        accounts::keep_an_admin(state.ctx.store.as_ref(), &username, None).await?;
+        match state.ctx.store.auth_delete_user(&username).await? {
+            true => Ok(StatusCode::NO_CONTENT.into_response()),
+            false => Err(AdminError::NotFound(format!("no user {username:?}"))),
+        }
+    }
+    .await;
     admin.finish(&state, result).await
 }
 
