@@ -360,10 +360,65 @@ async fn admin_creates_a_user_and_a_client_that_work(backend: Backend) {
             .contains("lab-system")
     );
 
+    // PUT replaces the registration: the client rotates its key and loses Patient.
+    let rotated = BackendClient::new("lab-system");
+    let put = admin_req(
+        &server,
+        Method::PUT,
+        "clients/lab-system",
+        token,
+        Some(&json!({"name": "Lab", "jwks": rotated.jwks(), "scope": "system/Observation.rs"})),
+    )
+    .await;
+    put.assert_status(200);
+    assert_no_secret(&put);
+    assert_eq!(put.json()["scope"], "system/Observation.rs");
+    assert_eq!(
+        lab.request_token(&server, "system/Observation.rs")
+            .await
+            .json()["error"],
+        "invalid_client",
+        "the old key is no longer registered"
+    );
+    let narrowed = rotated
+        .request_token(&server, "system/Observation.rs system/Patient.rs")
+        .await;
+    narrowed.assert_status(200);
+    assert_eq!(narrowed.json()["scope"], "system/Observation.rs");
+    let other_id =
+        json!({"clientId": "other", "jwks": rotated.jwks(), "scope": "system/Observation.rs"});
+    assert_admin_error(
+        &admin_req(
+            &server,
+            Method::PUT,
+            "clients/lab-system",
+            token,
+            Some(&other_id),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    let unknown = json!({"jwks": rotated.jwks(), "scope": "system/Observation.rs"});
+    assert_admin_error(
+        &admin_req(
+            &server,
+            Method::PUT,
+            "clients/nobody",
+            token,
+            Some(&unknown),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+
     admin_req(&server, Method::DELETE, "clients/lab-system", token, None)
         .await
         .assert_status(204);
-    let refused = lab.request_token(&server, "system/Observation.rs").await;
+    let refused = rotated
+        .request_token(&server, "system/Observation.rs")
+        .await;
     refused.assert_status(401);
     assert_eq!(refused.json()["error"], "invalid_client");
     assert_admin_error(

@@ -482,6 +482,63 @@ pub async fn get_client(
     admin.finish(&state, result).await
 }
 
+/// `PUT /admin/clients/{client_id}`: replaces a client's registration (kind, name, keys,
+/// redirect URIs, scope) with the same checks as a new one, e.g. to rotate a Backend
+/// Services client's keys without unregistering it. The body's `clientId`, if given, must
+/// be the URL's; 404 for an unknown client. Tokens already issued keep their scopes until
+/// they expire.
+pub async fn update_client(
+    State(state): Shared,
+    connect: Connect,
+    headers: HeaderMap,
+    Path(client_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let account = client_account(&client_id);
+    let admin = match Admin::begin(&state, &connect, &headers, ADMIN_CHANGE, "U", account).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let result = async {
+        let mut value: Value = serde_json::from_slice(&body).map_err(|e| {
+            AdminError::InvalidRequest(format!("the body is not a JSON object: {e}"))
+        })?;
+        match value.get("clientId") {
+            None => value["clientId"] = json!(client_id),
+            Some(v) if *v == json!(client_id) => {}
+            Some(_) => {
+                return Err(AdminError::InvalidRequest(format!(
+                    "the body's clientId differs from the URL's {client_id:?} (client ids \
+                     cannot be changed: register a new client)"
+                )));
+            }
+        }
+        let new: NewClient = serde_json::from_value(value)
+            .map_err(|e| AdminError::InvalidRequest(format!("body: {e}")))?;
+        let existing = state
+            .ctx
+            .store
+            .auth_client(&client_id)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no client {client_id:?}")))?;
+        let kind = accounts::ClientKind::parse(new.kind.as_deref().unwrap_or("backend"))?;
+        let mut record = accounts::new_client(
+            kind,
+            &client_id,
+            new.name.as_deref(),
+            new.jwks.as_ref(),
+            new.jwks_url.as_deref(),
+            &new.redirect_uris,
+            &new.scope,
+        )?;
+        record.created_at = existing.created_at;
+        state.ctx.store.auth_put_client(&record).await?;
+        Ok(json_response(StatusCode::OK, client_json(&record)))
+    }
+    .await;
+    admin.finish(&state, result).await
+}
+
 /// `DELETE /admin/clients/{client_id}`.
 pub async fn delete_client(
     State(state): Shared,

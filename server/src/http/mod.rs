@@ -114,7 +114,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route(
             "/admin/clients/{client_id}",
-            admin_405(get(admin::get_client).delete(admin::delete_client)),
+            admin_405(
+                get(admin::get_client)
+                    .put(admin::update_client)
+                    .delete(admin::delete_client),
+            ),
         )
         .route("/admin", any(admin::not_found))
         .route("/admin/{*rest}", any(admin::not_found))
