@@ -691,6 +691,27 @@ impl ScopeSet {
         }
     }
 
+    /// `self ∩ cap₁ ∩ cap₂ …`, taken one requested resource scope at a time, so that a
+    /// scope another result subsumes (`user/*.rs` subsumes `patient/*.rs`) is not lost
+    /// before a later cap (a PATIENT role's `patient/*.rs`) would have kept it, as
+    /// capping the whole set step by step with [`ScopeSet::intersect`] could.
+    pub fn capped_by(&self, caps: &[ScopeSet]) -> ScopeSet {
+        let flags_only = ScopeSet {
+            resources: Vec::new(),
+            ..self.clone()
+        };
+        let mut out = caps.iter().fold(flags_only, |acc, cap| acc.intersect(cap));
+        for r in &self.resources {
+            let one = ScopeSet {
+                resources: vec![r.clone()],
+                ..ScopeSet::default()
+            };
+            let kept = caps.iter().fold(one, |acc, cap| acc.intersect(cap));
+            out = out.union(&kept);
+        }
+        out
+    }
+
     /// The union of two sets (for example a client's registered scopes plus a grant).
     pub fn union(&self, more: &ScopeSet) -> ScopeSet {
         let mut out = self.clone();

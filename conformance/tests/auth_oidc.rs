@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 backend_tests!(
+    external_role_claim_caps_scopes_by_hospital_role,
     external_tokens_are_accepted_per_their_scope_claim_and_audited_with_their_subject,
     external_tokens_failing_a_check_get_401_with_a_challenge,
     external_keys_rotated_at_the_provider_are_fetched_on_an_unknown_kid,
@@ -428,5 +429,36 @@ async fn external_patient_claim_confines_patient_scopes_with_configured_claim_na
     assert_unauthorized(
         &get_as(&server, &sign(&key, &for_base), "Observation").await,
         "audience other than --oidc-audience",
+    );
+}
+
+/// `--oidc-role-claim`: the provider's role claim (here an array, as Keycloak puts realm
+/// roles) caps the token's scopes by the hospital role (hospital-model.md § Roles), as
+/// for our own login: a BILLING user with `user/*.rs` reads invoices but no clinical
+/// data; a token without a known role is refused.
+async fn external_role_claim_caps_scopes_by_hospital_role(backend: Backend) {
+    let key = SigningKey::generate();
+    let idp = Idp::start(&[&key]).await;
+    let server = start_server(backend, &idp, &["--oidc-role-claim", "realm_access.roles"]).await;
+    let mut claims = staff_claims(&idp, &server);
+    claims["scope"] = json!("openid user/*.rs");
+    claims["realm_access"] = json!({"roles": ["offline_access", "billing"]});
+    let billing = sign(&key, &claims);
+    get_as(&server, &billing, "Invoice")
+        .await
+        .assert_status(200);
+    assert_forbidden(
+        &get_as(&server, &billing, "Observation").await,
+        "clinical data",
+    );
+    claims["realm_access"] = json!({"roles": ["surgeon"]});
+    assert_unauthorized(
+        &get_as(&server, &sign(&key, &claims), "Invoice").await,
+        "unknown role",
+    );
+    claims.as_object_mut().unwrap().remove("realm_access");
+    assert_unauthorized(
+        &get_as(&server, &sign(&key, &claims), "Invoice").await,
+        "no role claim",
     );
 }

@@ -24,7 +24,8 @@
 //!   from `--oidc-fhir-user-claim`, the launch patient (which `patient/` scopes are
 //!   confined to) from `--oidc-patient-claim` (a bare id or a `Patient/id` reference).
 //!   The client is the token's `client_id` (RFC 9068 §2.2) or `azp` (OIDC Core §2), else
-//!   its subject. A role claim is not read (hospital roles apply to our own login flow).
+//!   its subject. With `--oidc-role-claim`, the user's hospital role caps the scopes as
+//!   for our own login; a token without a known role is refused.
 //!
 //! The HTTP client is the workspace's `reqwest` with rustls (aws-lc-rs provider) and the
 //! platform certificate verifier: the discovery document and the JWK Set are fetched over
@@ -74,6 +75,11 @@ pub struct OidcArgs {
     /// The claim holding the launch patient's id (`patient/` scopes are confined to it).
     #[arg(long, env = "MEDIFLOW_OIDC_PATIENT_CLAIM", default_value = "patient")]
     pub oidc_patient_claim: String,
+    /// The claim holding the user's hospital role (ADMIN, DOCTOR, … or an array holding
+    /// one): when set, a token's scopes are capped by that role's cap as for our own
+    /// login, and a token without a known role is refused. Unset: no role is read.
+    #[arg(long, env = "MEDIFLOW_OIDC_ROLE_CLAIM")]
+    pub oidc_role_claim: Option<String>,
     /// Least seconds between two fetches of the issuer's JWK Set (a token with an unknown
     /// `kid` triggers one).
     #[arg(long, env = "MEDIFLOW_OIDC_JWKS_REFRESH_SECS", default_value_t = DEFAULT_JWKS_REFRESH_SECS)]
@@ -99,6 +105,7 @@ impl OidcArgs {
             scope_claim: self.oidc_scope_claim,
             fhir_user_claim: self.oidc_fhir_user_claim,
             patient_claim: self.oidc_patient_claim,
+            role_claim: self.oidc_role_claim.filter(|c| !c.trim().is_empty()),
             jwks_refresh: Duration::from_secs(self.oidc_jwks_refresh_secs),
         }))
     }
@@ -119,6 +126,8 @@ pub struct OidcConfig {
     pub fhir_user_claim: String,
     /// Claim with the launch patient.
     pub patient_claim: String,
+    /// Claim with the hospital role, if roles are read.
+    pub role_claim: Option<String>,
     /// Least time between two JWK Set fetches.
     pub jwks_refresh: Duration,
 }
@@ -379,18 +388,39 @@ impl ExternalIssuer {
             }
             Some(_) => return Err(AuthFailure::Invalid(TokenError::Claim("patient"))),
         };
+        let mut scopes = ScopeSet::parse_lenient(&t.scope);
+        if let Some(name) = &self.config.role_claim {
+            // Hospital roles (hospital-model.md § Roles) cap what the provider granted,
+            // as they cap our own grants.
+            let role =
+                role_of(t.claim(name)).ok_or(AuthFailure::Invalid(TokenError::Claim("role")))?;
+            scopes = scopes.capped_by(&[role.cap()]);
+        }
         Ok(Principal {
             client_id: text("client_id")
                 .or_else(|| text("azp"))
                 .unwrap_or_else(|| t.sub.clone()),
             sub: t.sub.clone(),
-            scopes: ScopeSet::parse_lenient(&t.scope),
+            scopes,
             patient,
             fhir_user: t.fhir_user.clone(),
             jti: None,
             issuer: Some(self.config.issuer.clone()),
             anonymous: false,
         })
+    }
+}
+
+/// The hospital role of a role claim: a role name, or the first role name of an array
+/// (identity providers often put several roles of other systems there).
+fn role_of(claim: Option<&Value>) -> Option<mediflow_auth::Role> {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<mediflow_auth::Role>().ok())
+    };
+    match claim? {
+        Value::Array(items) => items.iter().find_map(parse),
+        other => parse(other),
     }
 }
 
@@ -429,6 +459,21 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn role_claims_may_be_a_name_or_an_array_holding_one() {
+        use mediflow_auth::Role;
+        assert_eq!(
+            role_of(Some(&serde_json::json!("DOCTOR"))),
+            Some(Role::Doctor)
+        );
+        assert_eq!(
+            role_of(Some(&serde_json::json!(["uma_authorization", "nurse"]))),
+            Some(Role::Nurse)
+        );
+        assert_eq!(role_of(Some(&serde_json::json!(["surgeon"]))), None);
+        assert_eq!(role_of(None), None);
+    }
+
     use super::*;
 
     #[test]
@@ -454,6 +499,7 @@ mod tests {
             oidc_scope_claim: "scope".into(),
             oidc_fhir_user_claim: "fhirUser".into(),
             oidc_patient_claim: "patient".into(),
+            oidc_role_claim: None,
             oidc_jwks_refresh_secs: 10,
         };
         assert!(args.clone().into_config().is_err());

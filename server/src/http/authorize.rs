@@ -470,10 +470,7 @@ pub async fn authorize_post(
     };
     // What: requested ∩ ticked ∩ the client's registration ∩ the role's cap.
     let chosen = ticked(&req.requested, &pairs);
-    let granted = capped(
-        &chosen,
-        &[ScopeSet::parse_lenient(&req.client.scopes), role.cap()],
-    );
+    let granted = chosen.capped_by(&[ScopeSet::parse_lenient(&req.client.scopes), role.cap()]);
     if granted.has_no_resource_access() && !granted.openid {
         return Refusal::Redirect {
             redirect_uri: req.redirect_uri,
@@ -572,27 +569,6 @@ pub async fn authorize_post(
     audit.patient = data.patient.as_ref().map(|p| format!("Patient/{p}"));
     state.auditor.record(audit).await;
     redirect(&req.redirect_uri, &[("code", code), ("state", req.state)])
-}
-
-/// `requested ∩ cap₁ ∩ cap₂ …`, taken one requested scope at a time: a cap step drops a
-/// scope that another result subsumes (`user/*.rs` subsumes `patient/*.rs`), so capping
-/// the whole set step by step could lose a `patient/` scope that a later cap (a PATIENT
-/// role) would have kept.
-fn capped(requested: &ScopeSet, caps: &[ScopeSet]) -> ScopeSet {
-    let flags_only = ScopeSet {
-        resources: Vec::new(),
-        ..requested.clone()
-    };
-    let mut out = caps.iter().fold(flags_only, |acc, cap| acc.intersect(cap));
-    for r in &requested.resources {
-        let one = ScopeSet {
-            resources: vec![r.clone()],
-            ..ScopeSet::default()
-        };
-        let kept = caps.iter().fold(one, |acc, cap| acc.intersect(cap));
-        out = out.union(&kept);
-    }
-    out
 }
 
 /// The scopes the user left ticked: every requested resource scope and refresh scope
@@ -1480,12 +1456,11 @@ mod tests {
     fn capping_keeps_patient_scopes_a_wider_request_would_subsume() {
         let requested = ScopeSet::parse("launch/patient patient/*.rs user/*.rs").unwrap();
         let client = ScopeSet::parse("launch/patient patient/*.rs user/*.rs").unwrap();
-        let got = capped(&requested, &[client, Role::Patient.cap()]);
+        let got = requested.capped_by(&[client, Role::Patient.cap()]);
         assert_eq!(got.to_string(), "launch/patient patient/*.rs");
-        let doctor = capped(
-            &ScopeSet::parse("user/Observation.rs user/Invoice.rs").unwrap(),
-            &[ScopeSet::parse("user/*.rs").unwrap(), Role::Billing.cap()],
-        );
+        let doctor = ScopeSet::parse("user/Observation.rs user/Invoice.rs")
+            .unwrap()
+            .capped_by(&[ScopeSet::parse("user/*.rs").unwrap(), Role::Billing.cap()]);
         assert_eq!(doctor.to_string(), "user/Invoice.rs");
     }
 
