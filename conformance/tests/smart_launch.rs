@@ -387,6 +387,31 @@ async fn standalone_launch_with_login_consent_and_patient_picker(backend: Backen
         "{html}"
     );
     let session = hidden_value(&html, "session");
+    // The session belongs to this app's request: another app cannot ride on it.
+    cli(&[
+        "client",
+        "add",
+        "--client-id",
+        "other-app",
+        "--kind",
+        "public",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        APP_SCOPE,
+        "--database-url",
+        s.db().url(),
+    ])
+    .await;
+    let foreign = with(
+        set(req.clone(), "client_id", "other-app"),
+        &[
+            ("session", &session),
+            ("patient", &w.bob),
+            ("action", "approve"),
+        ],
+    );
+    assert_eq!(authorize_post(s, &foreign).await.status().as_u16(), 401);
     // Searching by name narrows the list (search.html string: starts-with, any case).
     let mut form = with(
         req.clone(),

@@ -367,7 +367,7 @@ pub async fn authorize_post(
     // Who: a login session from the picker, or a username and password.
     let session = param(&pairs, "session").map(str::to_string);
     let (user, auth_time) = match &session {
-        Some(secret) => match resume_session(&state, secret, now).await {
+        Some(secret) => match resume_session(&state, secret, &req.client.client_id, now).await {
             Ok(Some(found)) => found,
             Ok(None) => {
                 return login_page(
@@ -693,16 +693,19 @@ async fn start_session(
     Ok(secret)
 }
 
-/// The user of a live login session.
+/// The user of a live login session started for `client_id` (a session of another
+/// app's authorization request does not carry over).
 async fn resume_session(
     state: &AppState,
     secret: &str,
+    client_id: &str,
     now: i64,
 ) -> Result<Option<(UserRecord, i64)>, crate::storage::StoreError> {
     let store = &state.ctx.store;
     let Some(g) = store
         .grant_get(&tokens::opaque_token_hash(secret), GrantKind::Login, now)
         .await?
+        .filter(|g| g.client_id == client_id)
     else {
         return Ok(None);
     };
