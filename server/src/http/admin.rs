@@ -252,6 +252,20 @@ struct NewClient {
     name: Option<String>,
 }
 
+/// The checked registration of a `POST` or `PUT` client body (kind `backend` when absent).
+fn registration(new: &NewClient) -> Result<ClientRecord, AdminError> {
+    let kind = accounts::ClientKind::parse(new.kind.as_deref().unwrap_or("backend"))?;
+    Ok(accounts::new_client(
+        kind,
+        &new.client_id,
+        new.name.as_deref(),
+        new.jwks.as_ref(),
+        new.jwks_url.as_deref(),
+        &new.redirect_uris,
+        &new.scope,
+    )?)
+}
+
 /// `GET /admin/users`.
 pub async fn list_users(State(state): Shared, connect: Connect, headers: HeaderMap) -> Response {
     let admin = match Admin::begin(&state, &connect, &headers, ADMIN_USE, "R", None).await {
@@ -436,16 +450,7 @@ pub async fn create_client(
     let result = async {
         let new: NewClient = parse_body(&body)?;
         admin.record.account = client_account(&new.client_id);
-        let kind = accounts::ClientKind::parse(new.kind.as_deref().unwrap_or("backend"))?;
-        let record = accounts::new_client(
-            kind,
-            &new.client_id,
-            new.name.as_deref(),
-            new.jwks.as_ref(),
-            new.jwks_url.as_deref(),
-            &new.redirect_uris,
-            &new.scope,
-        )?;
+        let record = registration(&new)?;
         if !state.ctx.store.auth_add_client(&record).await? {
             return Err(AdminError::Conflict(format!(
                 "there is a client {:?} already (DELETE it first to register it anew)",
@@ -521,16 +526,7 @@ pub async fn update_client(
             .auth_client(&client_id)
             .await?
             .ok_or_else(|| AdminError::NotFound(format!("no client {client_id:?}")))?;
-        let kind = accounts::ClientKind::parse(new.kind.as_deref().unwrap_or("backend"))?;
-        let mut record = accounts::new_client(
-            kind,
-            &client_id,
-            new.name.as_deref(),
-            new.jwks.as_ref(),
-            new.jwks_url.as_deref(),
-            &new.redirect_uris,
-            &new.scope,
-        )?;
+        let mut record = registration(&new)?;
         record.created_at = existing.created_at;
         state.ctx.store.auth_put_client(&record).await?;
         Ok(json_response(StatusCode::OK, client_json(&record)))
