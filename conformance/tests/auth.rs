@@ -60,6 +60,34 @@ fn assert_forbidden(resp: &Response) {
     assert_eq!(oo["issue"][0]["code"], "forbidden", "{resp:?}");
 }
 
+/// `mediflow client add --client-id ID KEYS… --scope SCOPE` on `db_url`, where `keys` is
+/// `["--jwks", path]` or `["--jwks-url", url]`; asserts success.
+async fn add_backend_client(db_url: &str, id: &str, keys: [&str; 2], scope: &str) {
+    let out = run_mediflow(
+        [
+            "client",
+            "add",
+            "--client-id",
+            id,
+            keys[0],
+            keys[1],
+            "--scope",
+            scope,
+            "--database-url",
+            db_url,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "client add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A SMART Backend Services client: its ES384 key, registered with `mediflow client add`.
 struct Client {
     id: String,
@@ -72,29 +100,7 @@ impl Client {
         let key = SigningKey::generate_with(KeyAlgorithm::Es384);
         let path = db.dir().join(format!("{id}-jwks.json"));
         std::fs::write(&path, json!({"keys": [key.public_jwk()]}).to_string()).unwrap();
-        let out = run_mediflow(
-            [
-                "client",
-                "add",
-                "--client-id",
-                id,
-                "--jwks",
-                path.to_str().unwrap(),
-                "--scope",
-                scope,
-                "--database-url",
-                db.url(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        )
-        .await;
-        assert!(
-            out.status.success(),
-            "client add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        add_backend_client(db.url(), id, ["--jwks", path.to_str().unwrap()], scope).await;
         Client {
             id: id.to_string(),
             key,
@@ -760,29 +766,13 @@ async fn python_authlib_client_completes_backend_services_and_searches(backend: 
     .unwrap();
     let jwks_path = db.dir().join("py-client-jwks.json");
     std::fs::write(&jwks_path, json!({"keys": [jwk]}).to_string()).unwrap();
-    let out = run_mediflow(
-        [
-            "client",
-            "add",
-            "--client-id",
-            "py-client",
-            "--jwks",
-            jwks_path.to_str().unwrap(),
-            "--scope",
-            "system/Patient.rs",
-            "--database-url",
-            db.url(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+    add_backend_client(
+        db.url(),
+        "py-client",
+        ["--jwks", jwks_path.to_str().unwrap()],
+        "system/Patient.rs",
     )
     .await;
-    assert!(
-        out.status.success(),
-        "client add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let script = db.dir().join("client.py");
     std::fs::write(&script, PY_CLIENT).unwrap();
     let server = Server::start_secure_on(db, &[]).await;
@@ -954,25 +944,13 @@ async fn backend_client_registered_by_jwks_url_gets_a_token(backend: Backend) {
     let published = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [key.public_jwk()]})));
     let url = serve_jwks(published.clone()).await;
     let server = Server::start_secure(backend).await;
-    let out = run_mediflow(
-        [
-            "client",
-            "add",
-            "--client-id",
-            "url-client",
-            "--jwks-url",
-            &url,
-            "--scope",
-            "system/Patient.rs",
-            "--database-url",
-            server.db().url(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect(),
+    add_backend_client(
+        server.db().url(),
+        "url-client",
+        ["--jwks-url", &url],
+        "system/Patient.rs",
     )
     .await;
-    assert!(out.status.success(), "{out:?}");
     let client = Client {
         id: "url-client".into(),
         key,

@@ -1372,21 +1372,22 @@ fn narrowed_scope(pairs: &[(String, String)], data: &GrantData) -> Result<String
     Ok(narrowed.to_string())
 }
 
+/// The grant of a live (unused, unrevoked, unexpired) refresh token.
+async fn live_refresh(state: &AppState, token: &str) -> Result<Option<GrantRecord>, OAuthError> {
+    let hash = tokens::opaque_token_hash(token);
+    Ok(state
+        .ctx
+        .store
+        .grant_get(&hash, GrantKind::Refresh, now_secs())
+        .await?)
+}
+
 /// RFC 7662 introspection of a refresh token: `None` when `token` is not a live one.
 pub async fn introspect_refresh(
     state: &AppState,
     token: &str,
 ) -> Result<Option<(String, Value)>, OAuthError> {
-    let Some(g) = state
-        .ctx
-        .store
-        .grant_get(
-            &tokens::opaque_token_hash(token),
-            GrantKind::Refresh,
-            now_secs(),
-        )
-        .await?
-    else {
+    let Some(g) = live_refresh(state, token).await? else {
         return Ok(None);
     };
     let Ok(data) = serde_json::from_str::<GrantData>(&g.data) else {
@@ -1415,16 +1416,7 @@ pub async fn revoke_refresh(
     token: &str,
     allowed: impl Fn(&str) -> bool,
 ) -> Result<bool, OAuthError> {
-    let Some(g) = state
-        .ctx
-        .store
-        .grant_get(
-            &tokens::opaque_token_hash(token),
-            GrantKind::Refresh,
-            now_secs(),
-        )
-        .await?
-    else {
+    let Some(g) = live_refresh(state, token).await? else {
         return Ok(false);
     };
     if !allowed(&g.client_id) {
