@@ -159,6 +159,7 @@ impl Server {
             .append(true)
             .open(&self.log_path)
             .expect("open server log");
+        let log_start = std::fs::metadata(&self.log_path).map_or(0, |m| m.len());
         let stdout = File::create(&self.stdout_path).expect("create server stdout file");
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = Command::new(mediflow_bin());
@@ -182,12 +183,21 @@ impl Server {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", mediflow_bin()));
         self.child = Some(child);
-        self.wait_ready().await
+        self.wait_ready(log_start).await
     }
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits until this process has bound its HTTP port and answers `GET /metadata`.
+    ///
+    /// A 200 alone is not proof: when two tests are handed the same free port, the other
+    /// test's server answers while ours fails to bind. So the server's own log (written
+    /// from `log_start` on) must also show it listening on our address.
+    async fn wait_ready(&mut self, log_start: u64) -> Result<(), String> {
         let started = Instant::now();
         let url = self.url("metadata");
+        let listening = format!(
+            "MediFlow FHIR server listening listen=127.0.0.1:{} ",
+            self.port
+        );
         loop {
             if let Some(status) = self
                 .child
@@ -208,7 +218,13 @@ impl Server {
                 .send()
                 .await
             {
-                Ok(r) if r.status() == 200 => return Ok(()),
+                Ok(r) if r.status() == 200 => {
+                    if log_since(&self.log_path, log_start).contains(&listening) {
+                        return Ok(());
+                    }
+                    "a server answered, but not yet ours (our log has no listening line)"
+                        .to_string()
+                }
                 Ok(r) => format!("status {}", r.status()),
                 Err(e) => format!("error {e}"),
             };
