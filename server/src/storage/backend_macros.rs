@@ -44,9 +44,15 @@ macro_rules! impl_store_tx {
                     }
                 }
                 let last = sql::last_versions(&queue);
-                for stmt in sql::index_statements(D, &last, &rids) {
+                let (deletes, tables) = sql::index_writes(D, &last, &rids);
+                for stmt in deletes {
                     query(stmt)
                         .execute(&mut *self.tx)
+                        .await
+                        .map_err(&conflict)?;
+                }
+                for (table, rows) in &tables {
+                    write_index_rows(&mut self.tx, *table, rows)
                         .await
                         .map_err(&conflict)?;
                 }
@@ -351,8 +357,12 @@ macro_rules! impl_store {
                     })
                     .collect();
                 let refs: Vec<&NewVersion> = versions.iter().collect();
-                for stmt in sql::index_statements(D, &refs, &rids) {
+                let (deletes, tables) = sql::index_writes(D, &refs, &rids);
+                for stmt in deletes {
                     query(stmt).execute(&mut *tx).await?;
+                }
+                for (table, rows) in &tables {
+                    write_index_rows(&mut tx, *table, rows).await?;
                 }
                 tx.commit().await?;
                 Ok(())

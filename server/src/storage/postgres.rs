@@ -79,6 +79,98 @@ impl PgStore {
 
 impl_sql_helpers!(Postgres, PgArguments, PgRow);
 
+/// Writes index rows of one table in one statement whose text depends only on the table:
+/// `INSERT … SELECT * FROM unnest($1::bigint[], …)`, one array per column. Its plan is
+/// prepared once per connection and reused; a multi-row `INSERT … VALUES` has a different
+/// text for every row count, and planning those was a fifth of PostgreSQL's time in an
+/// indexed import (docs/performance/2026-11-23-write-path-experiments.md).
+async fn write_index_rows(
+    conn: &mut sqlx::PgConnection,
+    table: crate::search::IndexTable,
+    rows: &[(i64, &super::IndexRow)],
+) -> Result<(), sqlx::Error> {
+    use super::RowValue;
+    use crate::search::IndexTable as T;
+    let value_types = match table {
+        T::String => "$4::text[], $5::text[]",
+        T::Token => "$4::text[], $5::text[]",
+        T::Date => "$4::bigint[], $5::bigint[]",
+        T::Number => "$4::float8[]",
+        T::Quantity => "$4::float8[], $5::text[], $6::text[], $7::float8[], $8::text[]",
+        T::Uri => "$4::text[]",
+        T::Reference => "$4::text[], $5::text[], $6::text[]",
+    };
+    let text = format!(
+        "INSERT INTO {} ({}) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], {value_types})",
+        table.table(),
+        sql::index_columns(table)
+    );
+    let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
+    let params: Vec<i64> = rows.iter().map(|(_, r)| r.param).collect();
+    let groups: Vec<Option<i64>> = rows.iter().map(|(_, r)| r.grp).collect();
+    let q = sqlx::query(AssertSqlSafe(text))
+        .bind(rids)
+        .bind(params)
+        .bind(groups);
+    // Column arrays of the value columns, in `sql::index_columns` order; a row of another
+    // kind cannot reach this table (`sql::index_writes` sorts rows by `table_of_row`).
+    let mut texts: [Vec<Option<String>>; 3] = Default::default();
+    let mut ints: [Vec<i64>; 2] = Default::default();
+    let mut floats: [Vec<Option<f64>>; 2] = Default::default();
+    for (_, row) in rows {
+        match &row.value {
+            RowValue::String { value, exact } => {
+                texts[0].push(Some(value.clone()));
+                texts[1].push(Some(exact.clone()));
+            }
+            RowValue::Token { system, code } => {
+                texts[0].push(system.clone());
+                texts[1].push(code.clone());
+            }
+            RowValue::Date { low, high } => {
+                ints[0].push(*low);
+                ints[1].push(*high);
+            }
+            RowValue::Number(v) => floats[0].push(Some(*v)),
+            RowValue::Quantity {
+                value,
+                system,
+                code,
+                canonical,
+            } => {
+                floats[0].push(Some(*value));
+                texts[0].push(system.clone());
+                texts[1].push(code.clone());
+                floats[1].push(canonical.as_ref().map(|c| c.0));
+                texts[2].push(canonical.as_ref().map(|c| c.1.clone()));
+            }
+            RowValue::Uri(v) => texts[0].push(Some(v.clone())),
+            RowValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => {
+                texts[0].push(target_type.clone());
+                texts[1].push(target_id.clone());
+                texts[2].push(url.clone());
+            }
+        }
+    }
+    let [t0, t1, t2] = texts;
+    let [i0, i1] = ints;
+    let [f0, f1] = floats;
+    let q = match table {
+        T::String | T::Token => q.bind(t0).bind(t1),
+        T::Date => q.bind(i0).bind(i1),
+        T::Number => q.bind(f0),
+        T::Quantity => q.bind(f0).bind(t0).bind(t1).bind(f1).bind(t2),
+        T::Uri => q.bind(t0),
+        T::Reference => q.bind(t0).bind(t1).bind(t2),
+    };
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
 impl_store!(PgStore, PgTx, postgres, "postgres");
 
 /// A write transaction on one pooled connection.

@@ -374,9 +374,9 @@ pub fn table_of_row(row: &RowValue) -> IndexTable {
     }
 }
 
-/// Multi-row insert of index rows `(rid, row)` that all belong to `table`.
-pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &IndexRow)]) -> Sql {
-    let columns = match table {
+/// The columns an index row of `table` is written to, in the order the writers give them.
+pub fn index_columns(table: IndexTable) -> &'static str {
+    match table {
         IndexTable::String => "rid, param, grp, value, exact",
         IndexTable::Token => "rid, param, grp, system, code",
         IndexTable::Date => "rid, param, grp, low, high",
@@ -384,7 +384,12 @@ pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &Ind
         IndexTable::Quantity => "rid, param, grp, value, system, code, canon_value, canon_code",
         IndexTable::Uri => "rid, param, grp, value",
         IndexTable::Reference => "rid, param, grp, target_type, target_id, url",
-    };
+    }
+}
+
+/// Multi-row insert of index rows `(rid, row)` that all belong to `table`.
+pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &IndexRow)]) -> Sql {
+    let columns = index_columns(table);
     let mut sql = Sql::new(dialect, "INSERT INTO ");
     sql.push(table.table())
         .push(" (")
@@ -463,15 +468,19 @@ pub fn version_statements(dialect: Dialect, queue: &[NewVersion]) -> (Vec<Sql>, 
     (versions, upserts)
 }
 
-/// The statements that replace the index rows of the written resources: deletes of the old
-/// rows (for resources that existed before), then multi-row inserts per table. `rid` maps
+/// Index rows of one table, each with the `rid` of the resource it belongs to.
+pub type TableRows<'a> = (IndexTable, Vec<(i64, &'a IndexRow)>);
+
+/// What replaces the index rows of the written resources: the deletes of the old rows (for
+/// resources that existed before), to run first, then the new rows sorted into their
+/// tables (empty tables left out), for the backend to write in bulk. `rid` maps
 /// `(res_type, id)` to `resources.rid`.
-pub fn index_statements(
+pub fn index_writes<'a>(
     dialect: Dialect,
-    last: &[&NewVersion],
+    last: &[&'a NewVersion],
     rid: &std::collections::HashMap<(String, String), i64>,
-) -> Vec<Sql> {
-    let mut out = Vec::new();
+) -> (Vec<Sql>, Vec<TableRows<'a>>) {
+    let mut deletes = Vec::new();
     // Each version's rid, looked up once (not once per index table).
     let owned: Vec<(i64, &NewVersion)> = last
         .iter()
@@ -487,7 +496,7 @@ pub fn index_statements(
         .collect();
     for chunk in stale.chunks(CHUNK) {
         for table in IndexTable::ALL {
-            out.push(delete_index_rows(dialect, table, chunk));
+            deletes.push(delete_index_rows(dialect, table, chunk));
         }
     }
     // One pass sorts the rows into their tables.
@@ -500,12 +509,24 @@ pub fn index_statements(
             }
         }
     }
-    for (table, rows) in IndexTable::ALL.into_iter().zip(&by_table) {
-        for chunk in rows.chunks(CHUNK) {
-            out.push(insert_index_rows(dialect, table, chunk));
-        }
-    }
-    out
+    let tables = IndexTable::ALL
+        .into_iter()
+        .zip(by_table)
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect();
+    (deletes, tables)
+}
+
+/// The multi-row `INSERT` statements (of at most [`CHUNK`] rows) that write `rows` into
+/// `table`: how SQLite writes index rows.
+pub fn insert_statements(
+    dialect: Dialect,
+    table: IndexTable,
+    rows: &[(i64, &IndexRow)],
+) -> Vec<Sql> {
+    rows.chunks(CHUNK)
+        .map(|chunk| insert_index_rows(dialect, table, chunk))
+        .collect()
 }
 
 #[cfg(test)]

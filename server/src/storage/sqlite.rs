@@ -91,6 +91,18 @@ impl SqliteStore {
 
 impl_sql_helpers!(Sqlite, SqliteArguments, SqliteRow);
 
+/// Writes index rows of one table: multi-row `INSERT`s of at most [`sql::CHUNK`] rows.
+async fn write_index_rows(
+    conn: &mut sqlx::SqliteConnection,
+    table: crate::search::IndexTable,
+    rows: &[(i64, &super::IndexRow)],
+) -> Result<(), sqlx::Error> {
+    for stmt in sql::insert_statements(D, table, rows) {
+        query(stmt).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 impl_store!(SqliteStore, SqliteTx, sqlite, "sqlite");
 
 /// A write transaction on the single writer connection.
