@@ -14,6 +14,7 @@ server_tests!(
     search_last_updated_prefixes,
     search_last_updated_range_with_two_bounds,
     search_count_pages_and_next_links_return_each_resource_once,
+    unsorted_search_pages_in_creation_order_while_resources_are_written,
     post_search_with_form_body_matches_get,
     search_of_unknown_resource_type_is_404,
 );
@@ -308,6 +309,60 @@ async fn search_count_pages_and_next_links_return_each_resource_once(server: Ser
     assert_eq!(unique.len(), seen.len(), "no resource twice: {seen:?}");
     assert_eq!(sorted(seen), sorted(ids));
     assert!(bundle_link(pages.last().unwrap(), "next").is_none());
+}
+
+/// search.html#sort: without `_sort` the order is the server's choice; MediFlow's is
+/// creation order (not id order), so ids created as z, a, m, b, k come back in that order.
+/// http.html#paging: a resource created between two pages shows up on a later page and
+/// nothing is repeated or skipped; `previous` goes back to the same first page.
+async fn unsorted_search_pages_in_creation_order_while_resources_are_written(server: Server) {
+    let sys = unique_system();
+    // Client-chosen ids (update as create, http.html#upsert) whose order differs from the
+    // creation order.
+    let create = |name: &str| {
+        let mut p = patient(&sys, name);
+        let id = format!("{name}-{}", &sys[sys.len() - 12..]);
+        p["id"] = json!(id);
+        let server = &server;
+        async move {
+            server
+                .put(&format!("Patient/{id}"), &p)
+                .await
+                .assert_status(201);
+            id
+        }
+    };
+    let mut ids = Vec::new();
+    for name in ["z", "a", "m", "b", "k"] {
+        ids.push(create(name).await);
+    }
+    let page_ids =
+        |b: &Value| -> Vec<String> { entries(b).iter().map(|e| id_of(&e["resource"])).collect() };
+    let first = server
+        .read(&format!(
+            "Patient?identifier={}&_count=2",
+            enc(&format!("{sys}|"))
+        ))
+        .await;
+    assert_eq!(page_ids(&first), ids[0..2]);
+    let second = server
+        .read(&bundle_link(&first, "next").expect("a next link after page 1"))
+        .await;
+    assert_eq!(page_ids(&second), ids[2..4]);
+    // Written while the client pages: it comes after everything created before it.
+    ids.push(create("c").await);
+    let third = server
+        .read(&bundle_link(&second, "next").expect("a next link after page 2"))
+        .await;
+    assert_eq!(page_ids(&third), ids[4..6]);
+    assert!(
+        bundle_link(&third, "next").is_none(),
+        "6 matches in pages of 2"
+    );
+    let back = server
+        .read(&bundle_link(&second, "previous").expect("a previous link on page 2"))
+        .await;
+    assert_eq!(page_ids(&back), ids[0..2]);
 }
 
 /// http.html#search: `POST [base]/[type]/_search` with an

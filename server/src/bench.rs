@@ -394,7 +394,12 @@ async fn search_queries(
 ) -> StartResult<Vec<(String, String)>> {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     let code = format!("http://loinc.org%7C{BENCH_LOINC}");
-    let obs = get_json(client, &format!("{base}/Observation?code={code}&_count=1")).await?;
+    // `_sort=_id`: a pseudo-random pick (ids are UUIDs), not the first patient created.
+    let obs = get_json(
+        client,
+        &format!("{base}/Observation?code={code}&_sort=_id&_count=1"),
+    )
+    .await?;
     let subject = obs["entry"][0]["resource"]["subject"]["reference"]
         .as_str()
         .ok_or("no body-weight Observation with a subject: load data with `bench import` first")?
@@ -411,7 +416,7 @@ async fn search_queries(
         ident["system"].as_str().unwrap_or(""),
         ident["value"].as_str().unwrap_or("")
     );
-    let condition = get_json(client, &format!("{base}/Condition?_count=1")).await?;
+    let condition = get_json(client, &format!("{base}/Condition?_sort=_id&_count=1")).await?;
     let condition_code = condition["entry"][0]["resource"]["code"]["coding"][0]["code"]
         .as_str()
         .unwrap_or("44054006")

@@ -22,7 +22,7 @@ use crate::search::{
     CURSOR_PARAM, Criterion, Cursor, Include, IndexTable, MAX_INCLUDES, SearchParam, SearchQuery,
     Summary, Total, def_key,
 };
-use crate::storage::{ResourceKey, StoredVersion};
+use crate::storage::{ResourceKey, SearchPage, StoredVersion};
 
 /// Rounds of `:iterate` includes at most (each round follows references one hop further).
 const MAX_ITERATE_ROUNDS: usize = 4;
@@ -86,8 +86,7 @@ pub async fn search(
         }
     }
     entries.extend(outcome_entry(issues));
-    bundle["link"] =
-        Value::Array(links.page_links(q, &page.matches, &page.sort_values, page.has_more));
+    bundle["link"] = Value::Array(links.page_links(q, &page));
     bundle["entry"] = Value::Array(entries);
     Ok(bundle)
 }
@@ -288,13 +287,8 @@ impl Links {
     }
 
     /// The links of a page: `next` when more rows follow, `previous` when rows precede.
-    fn page_links(
-        &self,
-        q: &SearchQuery,
-        matches: &[StoredVersion],
-        sort_values: &[Vec<Value>],
-        has_more: bool,
-    ) -> Vec<Value> {
+    fn page_links(&self, q: &SearchQuery, page: &SearchPage) -> Vec<Value> {
+        let (matches, has_more) = (&page.matches, page.has_more);
         let mut links = vec![
             json!({"relation": "self", "url": self.url(q.cursor.as_ref())}),
             json!({"relation": "first", "url": self.url(None)}),
@@ -302,8 +296,8 @@ impl Links {
         let backward = q.cursor.as_ref().is_some_and(|c| c.backward);
         let at = |i: usize, backward: bool| Cursor {
             backward,
-            values: sort_values.get(i).cloned().unwrap_or_default(),
-            id: matches[i].id.clone(),
+            values: page.sort_values.get(i).cloned().unwrap_or_default(),
+            rid: page.rids.get(i).copied().unwrap_or_default(),
         };
         if matches.is_empty() {
             return links;

@@ -304,7 +304,7 @@ pub enum Summary {
     Data,
 }
 
-/// A keyset paging position: the sort values and id of the last (or, for `previous`, the
+/// A keyset paging position: the sort values and rid of the last (or, for `previous`, the
 /// first) row of a page. Serialized into the `_cursor` link parameter.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
@@ -314,9 +314,10 @@ pub struct Cursor {
     /// The sort-key values at the position (JSON string/number/null).
     #[serde(rename = "v")]
     pub values: Vec<serde_json::Value>,
-    /// The id at the position (the final tie-breaker).
-    #[serde(rename = "i")]
-    pub id: String,
+    /// The `rid` (the store's creation-order key) at the position: the final tie-breaker,
+    /// and the only key when the search has no `_sort`.
+    #[serde(rename = "r")]
+    pub rid: i64,
 }
 
 impl Cursor {
@@ -343,7 +344,8 @@ pub struct SearchQuery {
     pub count: usize,
     /// Keyset paging position.
     pub cursor: Option<Cursor>,
-    /// `_sort` keys; the id is always the last tie-breaker.
+    /// `_sort` keys; the rid (creation order) is always the last tie-breaker, and the only
+    /// order without `_sort` (R4 search.html#sort leaves that order to the server).
     pub sort: Vec<SortKey>,
     pub includes: Vec<Include>,
     pub total: Total,

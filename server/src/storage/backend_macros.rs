@@ -255,8 +255,10 @@ macro_rules! impl_store {
                 .await?;
                 let mut matches = Vec::with_capacity(rows.len());
                 let mut sort_values = Vec::with_capacity(rows.len());
+                let mut rids = Vec::with_capacity(rows.len());
                 for row in &rows {
                     matches.push(to_version(row)?);
+                    rids.push(row.try_get::<i64, _>("rid")?);
                     let mut values = Vec::with_capacity(q.sort.len());
                     for (i, key) in q.sort.iter().enumerate() {
                         let col = format!("s{i}");
@@ -278,13 +280,16 @@ macro_rules! impl_store {
                 let has_more = matches.len() > q.count;
                 matches.truncate(q.count);
                 sort_values.truncate(q.count);
+                rids.truncate(q.count);
                 if q.cursor.as_ref().is_some_and(|c| c.backward) {
                     matches.reverse();
                     sort_values.reverse();
+                    rids.reverse();
                 }
                 Ok(SearchPage {
                     matches,
                     sort_values,
+                    rids,
                     has_more,
                 })
             }

@@ -169,6 +169,8 @@ pub struct SearchPage {
     /// For each match, the values of the query's sort keys (JSON string, number or null),
     /// to build paging cursors.
     pub sort_values: Vec<Vec<serde_json::Value>>,
+    /// For each match, its `rid` (creation-order key): the paging tie-breaker.
+    pub rids: Vec<i64>,
     /// Whether more matches exist past this page (in the paging direction).
     pub has_more: bool,
 }
