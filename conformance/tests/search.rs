@@ -340,21 +340,25 @@ async fn unsorted_search_pages_in_creation_order_while_resources_are_written(ser
         |b: &Value| -> Vec<String> { entries(b).iter().map(|e| id_of(&e["resource"])).collect() };
     let first = server
         .read(&format!(
-            "Patient?identifier={}&_count=2",
+            "Patient?identifier={}&_count=2&_total=accurate",
             enc(&format!("{sys}|"))
         ))
         .await;
     assert_eq!(page_ids(&first), ids[0..2]);
+    assert_eq!(first["total"], 5);
     let second = server
         .read(&bundle_link(&first, "next").expect("a next link after page 1"))
         .await;
     assert_eq!(page_ids(&second), ids[2..4]);
+    // search.html#total: the number of all matches, not of those after the page.
+    assert_eq!(second["total"], 5);
     // Written while the client pages: it comes after everything created before it.
     ids.push(create("c").await);
     let third = server
         .read(&bundle_link(&second, "next").expect("a next link after page 2"))
         .await;
     assert_eq!(page_ids(&third), ids[4..6]);
+    assert_eq!(third["total"], 6);
     assert!(
         bundle_link(&third, "next").is_none(),
         "6 matches in pages of 2"

@@ -75,6 +75,41 @@ pub fn def_key(def: &SearchParamDef, res_type: &str, suffix: &str) -> ParamKey {
     }
 }
 
+/// Suffixes of derived-row keys (see [`ParamKey`]): `:text` rows of a token's display text,
+/// `:of-type` rows of an Identifier's type and value, `:identifier` rows of a reference's
+/// `Reference.identifier`.
+pub const DERIVED_SUFFIXES: [&str; 3] = [":text", ":of-type", ":identifier"];
+
+/// Whether `key` belongs to a parameter defined on Resource or DomainResource (`_tag`,
+/// `_profile`, `_security`, `_source`, with their derived rows): such rows are keyed under
+/// `Resource` and belong to resources of every type. Every other key is scoped to one
+/// resource type, so its rows alone tell which resources of that type match.
+pub fn is_resource_scoped(key: ParamKey) -> bool {
+    static KEYS: std::sync::OnceLock<std::collections::HashSet<ParamKey>> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut keys = std::collections::HashSet::new();
+        for def in fhir_model::search::SearchParamRegistry::get().all() {
+            if param_scope(def, "") != "Resource" {
+                continue;
+            }
+            let groups: Vec<String> = std::iter::once(String::new())
+                .chain((0..def.components.len()).map(|i| format!("#{i}")))
+                .collect();
+            for group in &groups {
+                for suffix in std::iter::once("").chain(DERIVED_SUFFIXES) {
+                    keys.insert(param_key(
+                        "Resource",
+                        &format!("{}{group}{suffix}", def.code),
+                    ));
+                }
+            }
+        }
+        keys
+    })
+    .contains(&key)
+}
+
 /// The index table holding a parameter kind's rows (R4 search.html#ptypes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IndexTable {
@@ -388,4 +423,17 @@ pub enum SearchError {
     UnknownParam(String),
     #[error("unsupported modifier ':{modifier}' on search parameter '{param}'")]
     UnsupportedModifier { param: String, modifier: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_level_keys_are_resource_scoped_and_type_keys_are_not() {
+        assert!(is_resource_scoped(param_key("Resource", "_tag")));
+        assert!(is_resource_scoped(param_key("Resource", "_security:text")));
+        assert!(!is_resource_scoped(param_key("Observation", "code")));
+        assert!(!is_resource_scoped(param_key("Observation", "subject")));
+    }
 }

@@ -132,28 +132,146 @@ impl Compiler {
         }
     }
 
-    /// The `FROM … WHERE` head of an index sub-select on `table` aliased `x`: as a driver
-    /// `a.rid IN (SELECT x.rid FROM t x WHERE `, as a filter
-    /// `[NOT] EXISTS (SELECT 1 FROM t x WHERE x.rid = a.rid AND `.
-    fn probe(&mut self, a: &str, table: &str, x: &str, filter: bool, negate: bool, equality: bool) {
-        if filter || negate {
-            self.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
-            self.push(&format!(
-                "SELECT 1 FROM {table} {x} WHERE {x}.rid = {a}.rid AND "
-            ));
-            // SQLite without statistics prefers the covering lookup index on `param` alone
-            // over the owner index on `(rid, param)`, scanning every row of the parameter
-            // per probe; `+param` leaves it only the owner index. Not when the criteria fix
-            // every lookup column before `rid` (a code with its system, a reference): then
-            // the lookup index is the better probe.
-            if self.sql.dialect() == Dialect::Sqlite && !equality {
-                self.push("+");
-            }
-        } else {
-            self.push(&format!(
-                "{a}.rid IN (SELECT {x}.rid FROM {table} {x} WHERE "
-            ));
+    /// The head of a correlated probe on `table` aliased `x` for the resources alias `a`:
+    /// `[NOT] EXISTS (SELECT 1 FROM t x WHERE x.rid = a.rid AND ` (closed by the caller).
+    fn probe(&mut self, a: &str, table: &str, x: &str, negate: bool, equality: bool) {
+        self.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
+        self.push(&format!(
+            "SELECT 1 FROM {table} {x} WHERE {x}.rid = {a}.rid AND "
+        ));
+        // SQLite without statistics prefers the covering lookup index on `param` alone
+        // over the owner index on `(rid, param)`, scanning every row of the parameter
+        // per probe; `+param` leaves it only the owner index. Not when the criteria fix
+        // every lookup column before `rid` (a code with its system, a reference): then
+        // the lookup index is the better probe.
+        if self.sql.dialect() == Dialect::Sqlite && !equality {
+            self.push("+");
         }
+    }
+
+    /// `SELECT x.rid AS rid FROM … WHERE …`: the index rows matching a parameter that can
+    /// drive a query (a match without `:not`, a composite, a chain), one row per matching
+    /// index row (so a resource may come more than once). `false`, with nothing written,
+    /// for any other parameter.
+    fn rid_select(&mut self, p: &SearchParam) -> bool {
+        match p {
+            SearchParam::Match {
+                table,
+                keys,
+                values,
+                negate: false,
+            } => {
+                let x = self.alias("x");
+                self.push(&format!(
+                    "SELECT {x}.rid AS rid FROM {} {x} WHERE ",
+                    table.table()
+                ));
+                self.match_body(&x, keys, values);
+            }
+            SearchParam::Composite { components, values } => {
+                let (from, aliases) = self.composite_from(components);
+                self.push(&format!(
+                    "SELECT {}.rid AS rid FROM {from} WHERE ",
+                    aliases[0]
+                ));
+                self.composite_body(components, &aliases, values);
+            }
+            SearchParam::Chain {
+                keys,
+                target_type,
+                inner,
+            } => {
+                let x = self.alias("x");
+                self.push(&format!(
+                    "SELECT {x}.rid AS rid FROM search_reference {x} WHERE "
+                ));
+                self.chain_body(&x, keys, target_type, inner);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// `x.param IN (…) AND (criterion OR …)` of a match on the index row alias `x`.
+    fn match_body(&mut self, x: &str, keys: &[ParamKey], values: &[Criterion]) {
+        self.push(x).push(".param");
+        self.key_list(keys);
+        self.push(" AND (");
+        for (i, c) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.criterion(x, c);
+        }
+        self.push(")");
+    }
+
+    /// The `FROM` of a composite: one index table per component, joined on the resource
+    /// and the composite group (`grp`); with the component aliases.
+    fn composite_from(&mut self, components: &[(IndexTable, ParamKey)]) -> (String, Vec<String>) {
+        let aliases: Vec<String> = components.iter().map(|_| self.alias("c")).collect();
+        let first = &aliases[0];
+        let mut from = String::new();
+        for (i, ((table, _), c)) in components.iter().zip(&aliases).enumerate() {
+            if i == 0 {
+                from.push_str(&format!("{} {c}", table.table()));
+            } else {
+                from.push_str(&format!(
+                    " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp",
+                    table.table()
+                ));
+            }
+        }
+        (from, aliases)
+    }
+
+    /// The component keys and the ORed value tuples of a composite.
+    fn composite_body(
+        &mut self,
+        components: &[(IndexTable, ParamKey)],
+        aliases: &[String],
+        values: &[Vec<Criterion>],
+    ) {
+        for (i, ((_, key), c)) in components.iter().zip(aliases).enumerate() {
+            if i > 0 {
+                self.push(" AND ");
+            }
+            self.push(c).push(".param = ").bind(Bind::Int(*key));
+        }
+        self.push(" AND (");
+        for (i, tuple) in values.iter().enumerate() {
+            if i > 0 {
+                self.push(" OR ");
+            }
+            self.push("(");
+            for (j, (crit, c)) in tuple.iter().zip(aliases).enumerate() {
+                if j > 0 {
+                    self.push(" AND ");
+                }
+                self.criterion(c, crit);
+            }
+            self.push(")");
+        }
+        self.push(")");
+    }
+
+    /// A chain's reference rows on alias `x`: under `keys`, to a current `target_type`
+    /// resource matching `inner`.
+    fn chain_body(&mut self, x: &str, keys: &[ParamKey], target_type: &str, inner: &SearchParam) {
+        let t = self.alias("r");
+        self.push(x).push(".param");
+        self.key_list(keys);
+        self.push(&format!(" AND {x}.target_type = "))
+            .text(target_type)
+            .push(&format!(
+                " AND {x}.target_id IN (SELECT {t}.id FROM resources {t} WHERE {t}.res_type = "
+            ))
+            .text(target_type)
+            .push(&format!(" AND {t}.deleted = "))
+            .bind(Bind::Bool(false))
+            .push(" AND ");
+        self.param(&t, Some(target_type), inner, false);
+        self.push(")");
     }
 
     /// The condition of one parameter on the resources alias `a` (whose type is `res_type`
@@ -186,19 +304,17 @@ impl Compiler {
                 values,
                 negate,
             } => {
+                if !filter && !*negate {
+                    self.push(a).push(".rid IN (");
+                    self.rid_select(p);
+                    self.push(")");
+                    return;
+                }
                 let x = self.alias("x");
                 let equality = values.iter().all(full_equality);
-                self.probe(a, table.table(), &x, filter, *negate, equality);
-                self.push(&x).push(".param");
-                self.key_list(keys);
-                self.push(" AND (");
-                for (i, c) in values.iter().enumerate() {
-                    if i > 0 {
-                        self.push(" OR ");
-                    }
-                    self.criterion(&x, c);
-                }
-                self.push("))");
+                self.probe(a, table.table(), &x, *negate, equality);
+                self.match_body(&x, keys, values);
+                self.push(")");
             }
             SearchParam::Missing {
                 table,
@@ -206,80 +322,44 @@ impl Compiler {
                 missing,
             } => {
                 let x = self.alias("x");
-                self.probe(a, table.table(), &x, true, *missing, false);
+                self.probe(a, table.table(), &x, *missing, false);
                 self.push(&x).push(".param");
                 self.key_list(keys);
                 self.push(")");
             }
             SearchParam::Composite { components, values } => {
-                let aliases: Vec<String> = components.iter().map(|_| self.alias("c")).collect();
-                let first = aliases[0].clone();
-                let mut from = String::new();
-                for (i, ((table, _), c)) in components.iter().zip(&aliases).enumerate() {
-                    if i == 0 {
-                        from.push_str(&format!("{} {c}", table.table()));
-                    } else {
-                        from.push_str(&format!(
-                            " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp",
-                            table.table()
-                        ));
-                    }
-                }
-                if filter {
-                    self.push(&format!(
-                        "EXISTS (SELECT 1 FROM {from} WHERE {first}.rid = {a}.rid AND "
-                    ));
-                    if self.sql.dialect() == Dialect::Sqlite {
-                        self.push("+");
-                    }
-                } else {
-                    self.push(&format!(
-                        "{a}.rid IN (SELECT {first}.rid FROM {from} WHERE "
-                    ));
-                }
-                for (i, ((_, key), c)) in components.iter().zip(&aliases).enumerate() {
-                    if i > 0 {
-                        self.push(" AND ");
-                    }
-                    self.push(c).push(".param = ").bind(Bind::Int(*key));
-                }
-                self.push(" AND (");
-                for (i, tuple) in values.iter().enumerate() {
-                    if i > 0 {
-                        self.push(" OR ");
-                    }
-                    self.push("(");
-                    for (j, (crit, c)) in tuple.iter().zip(&aliases).enumerate() {
-                        if j > 0 {
-                            self.push(" AND ");
-                        }
-                        self.criterion(c, crit);
-                    }
+                if !filter {
+                    self.push(a).push(".rid IN (");
+                    self.rid_select(p);
                     self.push(")");
+                    return;
                 }
-                self.push("))");
+                let (from, aliases) = self.composite_from(components);
+                self.push(&format!(
+                    "EXISTS (SELECT 1 FROM {from} WHERE {}.rid = {a}.rid AND ",
+                    aliases[0]
+                ));
+                if self.sql.dialect() == Dialect::Sqlite {
+                    self.push("+");
+                }
+                self.composite_body(components, &aliases, values);
+                self.push(")");
             }
             SearchParam::Chain {
                 keys,
                 target_type,
                 inner,
             } => {
+                if !filter {
+                    self.push(a).push(".rid IN (");
+                    self.rid_select(p);
+                    self.push(")");
+                    return;
+                }
                 let x = self.alias("x");
-                let t = self.alias("r");
-                self.probe(a, "search_reference", &x, filter, false, false);
-                self.push(&x).push(".param");
-                self.key_list(keys);
-                self.push(&format!(" AND {x}.target_type = "))
-                    .text(target_type)
-                    .push(&format!(
-                        " AND {x}.target_id IN (SELECT {t}.id FROM resources {t} WHERE {t}.res_type = "
-                    ))
-                    .text(target_type)
-                    .push(&format!(" AND {t}.deleted = "))
-                    .bind(Bind::Bool(false))
-                    .push(" AND ");
-                self.param(&t, Some(target_type), inner, false);
-                self.push("))");
+                self.probe(a, "search_reference", &x, false, false);
+                self.chain_body(&x, keys, target_type, inner);
+                self.push(")");
             }
             SearchParam::Has {
                 source_type,
@@ -312,7 +392,10 @@ impl Compiler {
                     .push(&format!(" AND {s}.deleted = "))
                     .bind(Bind::Bool(false))
                     .push(" AND ");
-                self.param(&s, Some(source_type), inner, false);
+                // Probed per referring resource: a driving sub-select here is collected
+                // whole for every candidate (SQLite: 45,000 body-weight rids, 20 ms, where
+                // the probes take 0.1 ms).
+                self.param(&s, Some(source_type), inner, true);
                 // PostgreSQL turns an `EXISTS` into a semi-join, which first collects every
                 // referring resource (all patients with a body weight: 0.6 s at 1M); `OFFSET
                 // 0` keeps it a correlated probe that stops at the first referrer, so a page
@@ -718,6 +801,82 @@ fn drives_by_rid(p: &SearchParam) -> bool {
     }
 }
 
+/// The driving parameter of `q` when a page or count can be computed from that parameter's
+/// index rows alone, before any `resources` row is read: no `_sort` (so the order is rid,
+/// the order of every index after its equality columns), one resource type, a driver whose
+/// keys are scoped to that type (index rows exist only for the current, non-deleted
+/// version of a resource of the key's type, so they need no check against `resources`),
+/// and other parameters that are probes by rid (not `_id`, `_lastUpdated` or `_has`, which
+/// read `resources` columns).
+fn pushdown(dialect: Dialect, q: &SearchQuery) -> Option<usize> {
+    if q.res_type.is_empty() || !q.sort.is_empty() {
+        return None;
+    }
+    let i = driver(&q.params)?;
+    let keys: Vec<ParamKey> = match &q.params[i] {
+        SearchParam::Match {
+            keys,
+            negate: false,
+            ..
+        } => keys.clone(),
+        // A chain's rows come from one index range per target, not in rid order: all of
+        // them are deduplicated and sorted before the page is cut. PostgreSQL does that
+        // faster than it joins every candidate to `resources` (chain at 1M, 16 clients:
+        // p95 121 → 30 ms); SQLite answers the `rid IN (…)` form faster (38 ms, against
+        // 54 ms pushed down).
+        SearchParam::Chain { keys, .. } if dialect == Dialect::Postgres => keys.clone(),
+        SearchParam::Composite { components, .. } => components.iter().map(|(_, k)| *k).collect(),
+        _ => return None,
+    };
+    let scoped = keys.iter().all(|k| !crate::search::is_resource_scoped(*k));
+    let probes = q
+        .params
+        .iter()
+        .enumerate()
+        .all(|(j, p)| j == i || by_rid_only(p));
+    (scoped && probes).then_some(i)
+}
+
+/// Whether a parameter's condition reads only `rid` of the resource it tests.
+fn by_rid_only(p: &SearchParam) -> bool {
+    match p {
+        SearchParam::Match { .. }
+        | SearchParam::Missing { .. }
+        | SearchParam::Composite { .. }
+        | SearchParam::Chain { .. } => true,
+        SearchParam::Or(list) => list.iter().all(by_rid_only),
+        _ => false,
+    }
+}
+
+/// `SELECT DISTINCT k.rid AS rid FROM (<driver's index rows>) k WHERE <the other
+/// parameters, probed by k.rid>` (see [`pushdown`]); with a cursor, only rids past it.
+fn candidates(c: &mut Compiler, q: &SearchQuery, driver: usize, cursor: Option<&Cursor>) {
+    c.push("SELECT DISTINCT k.rid AS rid FROM (");
+    c.rid_select(&q.params[driver]);
+    c.push(") k WHERE ");
+    let res_type = Some(q.res_type.as_str());
+    for (j, p) in q.params.iter().enumerate() {
+        if j != driver {
+            c.param("k", res_type, p, true);
+            c.push(" AND ");
+        }
+    }
+    match cursor {
+        Some(cursor) => {
+            c.push(if cursor.backward {
+                "k.rid < "
+            } else {
+                "k.rid > "
+            })
+            .bind(Bind::Int(cursor.rid));
+        }
+        None => {
+            c.push("1 = 1");
+        }
+    }
+}
+
 /// Whether a criterion fixes every column of its lookup index before `rid` (so a probe for
 /// one resource is a single index seek).
 fn full_equality(c: &Criterion) -> bool {
@@ -827,6 +986,29 @@ pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -
         next_alias: 0,
     };
     let backward = q.cursor.as_ref().is_some_and(|cur| cur.backward);
+    if let Some(driver) = pushdown(dialect, q) {
+        // The page's rids straight from the index rows, in index (rid) order, stopping
+        // after `limit`; `resources` and `resource_versions` are read for those only.
+        let direction = if backward { " DESC" } else { " ASC" };
+        c.push(match select {
+            Select::Ids => "r.id",
+            Select::Rows => super::sql::version_columns(dialect),
+        });
+        c.push(", r.rid AS rid FROM (");
+        candidates(&mut c, q, driver, q.cursor.as_ref());
+        c.push(" ORDER BY k.rid").push(direction);
+        c.push(" LIMIT ").bind(Bind::Int(limit as i64));
+        c.push(") p JOIN resources r ON r.rid = p.rid");
+        if select == Select::Rows {
+            c.push(
+                " JOIN resource_versions v \
+                 ON v.res_type = r.res_type AND v.id = r.id AND v.version_id = r.version_id",
+            );
+        }
+        c.push(" WHERE r.deleted = ").bind(Bind::Bool(false));
+        c.push(" ORDER BY r.rid").push(direction);
+        return c.sql;
+    }
     let directions: Vec<&str> = q
         .sort
         .iter()
@@ -896,6 +1078,17 @@ pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -
 /// `SELECT COUNT(*) AS n` of a search (for `_total=accurate|estimate` and
 /// `_summary=count`).
 pub fn count(dialect: Dialect, q: &SearchQuery) -> Sql {
+    if let Some(driver) = pushdown(dialect, q) {
+        // Counted from the index rows alone (see [`pushdown`]).
+        let mut c = Compiler {
+            sql: Sql::new(dialect, "SELECT COUNT(*) AS n FROM ("),
+            next_alias: 0,
+        };
+        // Every match, whatever page the query is on.
+        candidates(&mut c, q, driver, None);
+        c.push(") p");
+        return c.sql;
+    }
     let mut c = Compiler {
         sql: Sql::new(dialect, "SELECT COUNT(*) AS n FROM resources r"),
         next_alias: 0,
@@ -995,6 +1188,70 @@ mod tests {
         });
         let (text, _) = search(Dialect::Sqlite, &q, Select::Rows, 10).finish();
         assert!(text.contains("(1 = 0 OR (r.last_updated IS NULL AND r.rid > ?))"));
+    }
+
+    fn query(res_type: &str, pairs: &[(&str, &str)]) -> SearchQuery {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::search::parse_query(res_type, &pairs, true).expect("a valid query")
+    }
+
+    #[test]
+    fn unsorted_search_on_a_type_scoped_driver_pages_from_its_index_rows() {
+        let q = query(
+            "Observation",
+            &[
+                ("code", "http://loinc.org|29463-7"),
+                ("value-quantity", "gt100"),
+            ],
+        );
+        let (text, _) = search(Dialect::Postgres, &q, Select::Rows, 21).finish();
+        assert!(
+            text.contains(
+                "FROM (SELECT DISTINCT k.rid AS rid FROM (SELECT x1.rid AS rid FROM search_token x1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("EXISTS (SELECT 1 FROM search_quantity"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn resource_level_driver_sorted_search_and_has_read_resources() {
+        for q in [
+            query("Observation", &[("_tag", "http://x|y")]),
+            query(
+                "Observation",
+                &[("code", "http://loinc.org|1"), ("_sort", "date")],
+            ),
+            query(
+                "Patient",
+                &[("name", "smi"), ("_has:Observation:patient:code", "1")],
+            ),
+        ] {
+            assert_eq!(pushdown(Dialect::Postgres, &q), None, "{q:?}");
+        }
+    }
+
+    #[test]
+    fn count_from_index_rows_ignores_the_page_cursor() {
+        let mut q = query("Observation", &[("code", "http://loinc.org|29463-7")]);
+        q.cursor = Some(Cursor {
+            backward: false,
+            values: Vec::new(),
+            rid: 99,
+        });
+        let (text, binds) = count(Dialect::Sqlite, &q).finish();
+        assert!(
+            text.starts_with("SELECT COUNT(*) AS n FROM (SELECT DISTINCT k.rid"),
+            "{text}"
+        );
+        assert!(!text.contains("k.rid >"), "{text}");
+        assert_eq!(binds.len(), 3, "param, system, code");
     }
 
     #[test]
