@@ -91,86 +91,101 @@ async fn write_index_rows(
     table: crate::search::IndexTable,
     rows: &[(i64, &super::IndexRow)],
 ) -> Result<(), sqlx::Error> {
-    use super::RowValue;
-    use crate::search::IndexTable as T;
-    let value_types = match table {
-        T::String => "$4::text[], $5::text[]",
-        T::Token => "$4::text[], $5::text[]",
-        T::Date => "$4::bigint[], $5::bigint[]",
-        T::Number => "$4::float8[]",
-        T::Quantity => "$4::float8[], $5::text[], $6::text[], $7::float8[], $8::text[]",
-        T::Uri => "$4::text[]",
-        T::Reference => "$4::text[], $5::text[], $6::text[]",
-    };
-    let text = format!(
-        "INSERT INTO {} ({}) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], {value_types})",
+    use sql::Bind;
+    // The value columns transposed into one array each (`sql::value_binds` order).
+    let mut columns: Vec<Vec<Bind>> = Vec::new();
+    for (_, row) in rows {
+        for (j, bind) in sql::value_binds(&row.value).into_iter().enumerate() {
+            if columns.len() <= j {
+                columns.push(Vec::with_capacity(rows.len()));
+            }
+            columns[j].push(bind);
+        }
+    }
+    let mut text = format!(
+        "INSERT INTO {} ({}) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]",
         table.table(),
         sql::index_columns(table)
     );
     let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
     let params: Vec<i64> = rows.iter().map(|(_, r)| r.param).collect();
     let groups: Vec<Option<i64>> = rows.iter().map(|(_, r)| r.grp).collect();
-    let q = sqlx::query(AssertSqlSafe(text))
+    let mut arrays: Vec<ColumnArray> = Vec::with_capacity(columns.len());
+    for (j, column) in columns.into_iter().enumerate() {
+        let array = ColumnArray::from_binds(column);
+        text.push_str(&format!(", ${}::{}", j + 4, array.sql_type()));
+        arrays.push(array);
+    }
+    text.push(')');
+    let mut q = sqlx::query(AssertSqlSafe(text))
         .bind(rids)
         .bind(params)
         .bind(groups);
-    // Column arrays of the value columns, in `sql::index_columns` order; a row of another
-    // kind cannot reach this table (`sql::index_writes` sorts rows by `table_of_row`).
-    let mut texts: [Vec<Option<String>>; 3] = Default::default();
-    let mut ints: [Vec<i64>; 2] = Default::default();
-    let mut floats: [Vec<Option<f64>>; 2] = Default::default();
-    for (_, row) in rows {
-        match &row.value {
-            RowValue::String { value, exact } => {
-                texts[0].push(Some(value.clone()));
-                texts[1].push(Some(exact.clone()));
-            }
-            RowValue::Token { system, code } => {
-                texts[0].push(system.clone());
-                texts[1].push(code.clone());
-            }
-            RowValue::Date { low, high } => {
-                ints[0].push(*low);
-                ints[1].push(*high);
-            }
-            RowValue::Number(v) => floats[0].push(Some(*v)),
-            RowValue::Quantity {
-                value,
-                system,
-                code,
-                canonical,
-            } => {
-                floats[0].push(Some(*value));
-                texts[0].push(system.clone());
-                texts[1].push(code.clone());
-                floats[1].push(canonical.as_ref().map(|c| c.0));
-                texts[2].push(canonical.as_ref().map(|c| c.1.clone()));
-            }
-            RowValue::Uri(v) => texts[0].push(Some(v.clone())),
-            RowValue::Reference {
-                target_type,
-                target_id,
-                url,
-            } => {
-                texts[0].push(target_type.clone());
-                texts[1].push(target_id.clone());
-                texts[2].push(url.clone());
-            }
-        }
+    for array in arrays {
+        q = match array {
+            ColumnArray::Text(v) => q.bind(v),
+            ColumnArray::Int(v) => q.bind(v),
+            ColumnArray::Float(v) => q.bind(v),
+        };
     }
-    let [t0, t1, t2] = texts;
-    let [i0, i1] = ints;
-    let [f0, f1] = floats;
-    let q = match table {
-        T::String | T::Token => q.bind(t0).bind(t1),
-        T::Date => q.bind(i0).bind(i1),
-        T::Number => q.bind(f0),
-        T::Quantity => q.bind(f0).bind(t0).bind(t1).bind(f1).bind(t2),
-        T::Uri => q.bind(t0),
-        T::Reference => q.bind(t0).bind(t1).bind(t2),
-    };
     q.execute(&mut *conn).await?;
     Ok(())
+}
+
+/// One value column of index rows as a PostgreSQL array parameter.
+enum ColumnArray {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+}
+
+impl ColumnArray {
+    /// The column's binds (all of one kind: `sql::value_binds` gives each table's columns
+    /// fixed kinds), as a typed array.
+    fn from_binds(binds: Vec<sql::Bind>) -> ColumnArray {
+        use sql::Bind;
+        match binds.first() {
+            Some(Bind::Int(_) | Bind::OptInt(_)) => ColumnArray::Int(
+                binds
+                    .into_iter()
+                    .map(|b| match b {
+                        Bind::Int(i) => Some(i),
+                        Bind::OptInt(i) => i,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            Some(Bind::Float(_) | Bind::OptFloat(_)) => ColumnArray::Float(
+                binds
+                    .into_iter()
+                    .map(|b| match b {
+                        Bind::Float(f) => Some(f),
+                        Bind::OptFloat(f) => f,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => ColumnArray::Text(
+                binds
+                    .into_iter()
+                    .map(|b| match b {
+                        Bind::Text(t) => Some(t),
+                        Bind::OptText(t) => t,
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The array's SQL type, for the `unnest` casts.
+    fn sql_type(&self) -> &'static str {
+        match self {
+            ColumnArray::Text(_) => "text[]",
+            ColumnArray::Int(_) => "bigint[]",
+            ColumnArray::Float(_) => "float8[]",
+        }
+    }
 }
 
 impl_store!(PgStore, PgTx, postgres, "postgres");

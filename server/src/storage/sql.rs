@@ -387,6 +387,44 @@ pub fn index_columns(table: IndexTable) -> &'static str {
     }
 }
 
+/// The binds of an index row's value columns, in [`index_columns`] order after `rid, param,
+/// grp`. Each table's rows give the same bind kinds column by column (text, integer or
+/// float, the `Opt` forms where the column is nullable).
+pub fn value_binds(value: &RowValue) -> Vec<Bind> {
+    match value {
+        RowValue::String { value, exact } => {
+            vec![Bind::Text(value.clone()), Bind::Text(exact.clone())]
+        }
+        RowValue::Token { system, code } => {
+            vec![Bind::OptText(system.clone()), Bind::OptText(code.clone())]
+        }
+        RowValue::Date { low, high } => vec![Bind::Int(*low), Bind::Int(*high)],
+        RowValue::Number(v) => vec![Bind::Float(*v)],
+        RowValue::Quantity {
+            value,
+            system,
+            code,
+            canonical,
+        } => vec![
+            Bind::Float(*value),
+            Bind::OptText(system.clone()),
+            Bind::OptText(code.clone()),
+            Bind::OptFloat(canonical.as_ref().map(|c| c.0)),
+            Bind::OptText(canonical.as_ref().map(|c| c.1.clone())),
+        ],
+        RowValue::Uri(v) => vec![Bind::Text(v.clone())],
+        RowValue::Reference {
+            target_type,
+            target_id,
+            url,
+        } => vec![
+            Bind::OptText(target_type.clone()),
+            Bind::OptText(target_id.clone()),
+            Bind::OptText(url.clone()),
+        ],
+    }
+}
+
 /// Multi-row insert of index rows `(rid, row)` that all belong to `table`.
 pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &IndexRow)]) -> Sql {
     let columns = index_columns(table);
@@ -397,43 +435,7 @@ pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &Ind
         .push(") VALUES ");
     sql.rows(rows, |(rid, row)| {
         let mut binds = vec![Bind::Int(*rid), Bind::Int(row.param), Bind::OptInt(row.grp)];
-        match &row.value {
-            RowValue::String { value, exact } => {
-                binds.push(Bind::Text(value.clone()));
-                binds.push(Bind::Text(exact.clone()));
-            }
-            RowValue::Token { system, code } => {
-                binds.push(Bind::OptText(system.clone()));
-                binds.push(Bind::OptText(code.clone()));
-            }
-            RowValue::Date { low, high } => {
-                binds.push(Bind::Int(*low));
-                binds.push(Bind::Int(*high));
-            }
-            RowValue::Number(v) => binds.push(Bind::Float(*v)),
-            RowValue::Quantity {
-                value,
-                system,
-                code,
-                canonical,
-            } => {
-                binds.push(Bind::Float(*value));
-                binds.push(Bind::OptText(system.clone()));
-                binds.push(Bind::OptText(code.clone()));
-                binds.push(Bind::OptFloat(canonical.as_ref().map(|c| c.0)));
-                binds.push(Bind::OptText(canonical.as_ref().map(|c| c.1.clone())));
-            }
-            RowValue::Uri(v) => binds.push(Bind::Text(v.clone())),
-            RowValue::Reference {
-                target_type,
-                target_id,
-                url,
-            } => {
-                binds.push(Bind::OptText(target_type.clone()));
-                binds.push(Bind::OptText(target_id.clone()));
-                binds.push(Bind::OptText(url.clone()));
-            }
-        }
+        binds.extend(value_binds(&row.value));
         binds
     });
     sql
