@@ -18,6 +18,7 @@ server_tests!(
     number_search_uses_implicit_precision,
     quantity_search_with_units_and_ucum_canonical_forms,
     composite_search_keeps_components_together,
+    combo_parameters_match_the_resource_and_its_components,
     uri_search_exact_below_above,
     reference_search_forms,
     missing_modifier_on_several_types,
@@ -414,6 +415,54 @@ async fn composite_search_keeps_components_together(server: Server) {
         ],
     )
     .await;
+}
+
+/// Observation `combo-code` is `Observation.code | Observation.component.code`, and
+/// `combo-value-quantity` the values of both (R4 observation.html#search; FHIRPath `|` is
+/// union): a code or value found at either level matches, with every token form, `:text`,
+/// `:missing` and `_sort`. (MediFlow stores no rows of its own for these: it reads the rows of
+/// `code`/`component-code` and `value-quantity`/`component-value-quantity`.)
+async fn combo_parameters_match_the_resource_and_its_components(server: Server) {
+    seed(&server).await;
+    expect(
+        &server,
+        &[
+            // The panel code of o5 and a component code of o5; heart rate on o1, o2.
+            (
+                &format!("Observation?combo-code={}", enc("http://loinc.org|85354-9")),
+                &["o5"],
+            ),
+            (
+                &format!("Observation?combo-code={}", enc("http://loinc.org|8480-6")),
+                &["o5"],
+            ),
+            ("Observation?combo-code=8867-4,8462-4", &["o1", "o2", "o5"]),
+            // :text matches Coding.display / CodeableConcept.text at either level.
+            ("Observation?combo-code:text=systolic", &["o5"]),
+            ("Observation?combo-code:text=heart", &["o1", "o2"]),
+            // :not: resources with no such code at either level.
+            (
+                "Observation?combo-code:not=8480-6&subject=Patient/p2",
+                &["o3"],
+            ),
+            // Values: o5's components 120 and 80 mm[Hg]; o2 110 /min; o4 1500 mg.
+            (
+                "Observation?combo-value-quantity=gt100",
+                &["o2", "o4", "o5"],
+            ),
+            ("Observation?combo-value-quantity=80", &["o5"]),
+            ("Observation?combo-value-quantity:missing=true", &[]),
+            ("Observation?combo-value-concept:missing=false", &[]),
+        ],
+    )
+    .await;
+    // _sort on a union: the smallest value of either level (search.html#sort).
+    let sorted = ordered(
+        &server,
+        "Observation?combo-value-quantity=lt200&_sort=combo-value-quantity",
+    )
+    .await;
+    assert_eq!(sorted, ["o3", "o1", "o5", "o2"]);
 }
 
 /// search.html#uri: equality, `:below` (starts with) and `:above` (a prefix of the value).

@@ -476,7 +476,27 @@ fn specialised_expressions_match_the_whole_union() {
             let Some(whole) = whole_union_values(&res, &def.code) else {
                 continue;
             };
-            let got: Vec<IndexValue> = entries(&e, &def.code).into_iter().cloned().collect();
+            // A parameter stored as the union of others (`stored_as`) has no entries of its
+            // own: the union of its parts' must be the values of its whole expression.
+            let mut got: Vec<IndexValue> = Vec::new();
+            let parts: Vec<&str> = match reg().stored_as(rt, &def.code) {
+                Some(parts) => parts.iter().map(String::as_str).collect(),
+                None => vec![def.code.as_str()],
+            };
+            for part in parts {
+                for v in entries(&e, part) {
+                    if !got.contains(v) {
+                        got.push(v.clone());
+                    }
+                }
+            }
+            if reg().stored_as(rt, &def.code).is_some() {
+                got.sort_by_key(|v| format!("{v:?}"));
+                let mut whole = whole;
+                whole.sort_by_key(|v| format!("{v:?}"));
+                assert_eq!(got, whole, "{rt}.{} ({:?})", def.code, def.expression);
+                continue;
+            }
             assert_eq!(got, whole, "{rt}.{} ({:?})", def.code, def.expression);
             checked += usize::from(def.base.len() > 1);
         }

@@ -188,6 +188,9 @@ pub struct RegistryStats {
     pub parse_failures: Vec<(String, String)>,
     /// (resource type, parameter) pairs compiled to a per-type specialised expression.
     pub specialised: usize,
+    /// (resource type, parameter) pairs whose values are the union of other parameters' of
+    /// the same type (see [`SearchParamRegistry::stored_as`]); nothing is extracted for them.
+    pub unions: usize,
 }
 
 /// What extraction evaluates for one parameter of one resource type.
@@ -201,6 +204,8 @@ struct TypeParams {
     by_code: HashMap<String, usize>,
     order: Vec<usize>,
     plans: Vec<Plan>,
+    /// Parameters stored as the union of others (code → their codes).
+    unions: HashMap<String, Vec<String>>,
 }
 
 /// The R4 search parameters and compartments (module documentation).
@@ -367,6 +372,8 @@ impl SearchParamRegistry {
             }
         }
         for (rt, tp) in &mut types {
+            // The top-level `|` branches each parameter evaluates on this type.
+            let mut branches: Vec<(usize, Vec<String>)> = Vec::new();
             for &i in &tp.order {
                 let def = &defs[i];
                 if matches!(def.code.as_str(), "_id" | "_lastUpdated") {
@@ -375,19 +382,24 @@ impl SearchParamRegistry {
                 let (Some(full), Some(text)) = (&def.compiled, &def.expression) else {
                     continue;
                 };
-                let expr = match specialise(text, rt) {
-                    Specialised::Whole => full.clone(),
+                let (expr, src) = match specialise(text, rt) {
+                    Specialised::Whole => (full.clone(), text.clone()),
                     Specialised::Empty => continue,
                     Specialised::Branches(src) => match Expression::parse(&src) {
                         Ok(x) => {
                             stats.specialised += 1;
-                            x
+                            (x, src)
                         }
-                        Err(_) => full.clone(),
+                        Err(_) => (full.clone(), text.clone()),
                     },
                 };
                 tp.plans.push(Plan { def: i, expr });
+                branches.push((i, branch_set(&src)));
             }
+            tp.unions = unions(&defs, &branches);
+            stats.unions += tp.unions.len();
+            tp.plans
+                .retain(|plan| !tp.unions.contains_key(&defs[plan.def].code));
         }
         Ok(SearchParamRegistry {
             defs,
@@ -396,6 +408,22 @@ impl SearchParamRegistry {
             stats,
             eval_errors: AtomicU64::new(0),
         })
+    }
+
+    /// When the values of parameter `code` on `res_type` are exactly the union of other
+    /// parameters' values on that type, the codes of those parameters; else `None`. FHIRPath
+    /// `|` is union (fhirpath.html#union), so an expression whose top-level branches are
+    /// the branches of other parameters of the same type and kind selects the union of
+    /// their values: `combo-code` (`Observation.code | Observation.component.code`) is
+    /// `code` ∪ `component-code`. Such parameters are not extracted (their rows would repeat
+    /// the others'); searches read the others' rows instead. Only branches equal as text
+    /// (whitespace aside) count, and reference and composite parameters are never unions.
+    pub fn stored_as(&self, res_type: &str, code: &str) -> Option<&[String]> {
+        self.types
+            .get(res_type)?
+            .unions
+            .get(code)
+            .map(Vec::as_slice)
     }
 
     /// The parameter `code` of resource type `res_type` (including the `Resource` and
@@ -496,6 +524,66 @@ impl SearchParamRegistry {
         }
         out
     }
+}
+
+/// The top-level `|` branches of `expr`, whitespace-normalised, sorted and deduplicated.
+fn branch_set(expr: &str) -> Vec<String> {
+    let mut set: Vec<String> = split_union(expr)
+        .into_iter()
+        .map(|b| b.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|b| !b.is_empty())
+        .collect();
+    set.sort();
+    set.dedup();
+    set
+}
+
+/// The parameters of one type that are unions of others (see
+/// [`SearchParamRegistry::stored_as`]), from each parameter's branch set. A parameter P is
+/// covered by the parameters Q of the same kind (not reference or composite) whose branches
+/// are all branches of P, when together they give every branch of P. Q must have fewer
+/// branches than P, or the same set and come first (so two parameters with one expression
+/// do not each defer to the other), and must not be a union itself; deciding parameters in
+/// order of branch count makes that known when P is decided.
+fn unions(
+    defs: &[SearchParamDef],
+    branches: &[(usize, Vec<String>)],
+) -> HashMap<String, Vec<String>> {
+    let eligible = |i: usize| {
+        !matches!(
+            defs[i].kind,
+            SearchParamType::Reference | SearchParamType::Composite | SearchParamType::Special
+        )
+    };
+    let mut order: Vec<usize> = (0..branches.len()).collect();
+    order.sort_by_key(|&n| (branches[n].1.len(), n));
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for &n in &order {
+        let (p, p_branches) = (&branches[n].0, &branches[n].1);
+        if !eligible(*p) || p_branches.len() < 2 {
+            continue;
+        }
+        let mut covered: Vec<&String> = Vec::new();
+        let mut by: Vec<String> = Vec::new();
+        for (m, (q, q_branches)) in branches.iter().enumerate() {
+            let earlier =
+                q_branches.len() < p_branches.len() || (q_branches == p_branches && m < n);
+            if m == n
+                || !earlier
+                || defs[*q].kind != defs[*p].kind
+                || out.contains_key(&defs[*q].code)
+                || !q_branches.iter().all(|b| p_branches.contains(b))
+            {
+                continue;
+            }
+            covered.extend(q_branches.iter());
+            by.push(defs[*q].code.clone());
+        }
+        if p_branches.iter().all(|b| covered.contains(&b)) {
+            out.insert(defs[*p].code.clone(), by);
+        }
+    }
+    out
 }
 
 enum Specialised {
@@ -610,6 +698,57 @@ fn single_root(branch: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn observation_combo_parameters_are_stored_as_their_parts() {
+        let reg = SearchParamRegistry::get();
+        let parts = |code| reg.stored_as("Observation", code).map(<[String]>::to_vec);
+        assert_eq!(
+            parts("combo-code"),
+            Some(vec!["code".to_string(), "component-code".to_string()])
+        );
+        assert_eq!(
+            parts("combo-value-quantity"),
+            Some(vec![
+                "component-value-quantity".to_string(),
+                "value-quantity".to_string()
+            ])
+        );
+        // Parameters of their own, references and composites are stored as themselves.
+        for code in ["code", "patient", "subject", "combo-code-value-quantity"] {
+            assert_eq!(parts(code), None, "{code}");
+        }
+        let mut all: Vec<String> = Vec::new();
+        for (rt, tp) in &reg.types {
+            for (p, by) in &tp.unions {
+                all.push(format!("{rt}.{p} = {}", by.join(" | ")));
+            }
+        }
+        all.sort();
+        // The only unions of other parameters among the R4 definitions.
+        assert_eq!(
+            all,
+            [
+                "Observation.combo-code = code | component-code",
+                "Observation.combo-data-absent-reason = component-data-absent-reason | data-absent-reason",
+                "Observation.combo-value-concept = component-value-concept | value-concept",
+                "Observation.combo-value-quantity = component-value-quantity | value-quantity",
+            ]
+        );
+        assert_eq!(all.len(), reg.stats().unions);
+    }
+
+    #[test]
+    fn observation_combo_code_rows_come_from_code_and_component_code() {
+        let reg = SearchParamRegistry::get();
+        let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 120, "unit": "mmHg"}}]});
+        let codes: Vec<&str> = reg.extract(&obs).iter().map(|e| e.code).collect();
+        assert!(codes.contains(&"code") && codes.contains(&"component-code"));
+        assert!(!codes.contains(&"combo-code"), "{codes:?}");
+    }
 
     #[test]
     fn unions_split_at_top_level_only() {

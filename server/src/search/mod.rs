@@ -75,6 +75,22 @@ pub fn def_key(def: &SearchParamDef, res_type: &str, suffix: &str) -> ParamKey {
     }
 }
 
+/// The keys whose rows hold the values of `def` on `res_type` (with a derived-row suffix):
+/// its own key, or for a parameter stored as the union of others
+/// (`SearchParamRegistry::stored_as`, e.g. Observation `combo-code` = `code` ∪
+/// `component-code`) the keys of those.
+pub fn stored_keys(def: &SearchParamDef, res_type: &str, suffix: &str) -> Vec<ParamKey> {
+    let reg = fhir_model::search::SearchParamRegistry::get();
+    match reg.stored_as(res_type, &def.code) {
+        Some(codes) => codes
+            .iter()
+            .filter_map(|code| reg.param(res_type, code))
+            .map(|d| def_key(d, res_type, suffix))
+            .collect(),
+        None => vec![def_key(def, res_type, suffix)],
+    }
+}
+
 /// Suffixes of derived-row keys (see [`ParamKey`]): `:text` rows of a token's display text,
 /// `:of-type` rows of an Identifier's type and value, `:identifier` rows of a reference's
 /// `Reference.identifier`.

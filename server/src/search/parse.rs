@@ -13,7 +13,7 @@ use fhir_model::search::{SearchParamDef, SearchParamRegistry, SearchParamType};
 use super::{
     CURSOR_PARAM, Criterion, Cursor, DateBound, Include, IndexTable, MAX_COUNT, NumberBound,
     ParamKey, Prefix, SearchError, SearchParam, SearchQuery, SortBy, SortKey, Summary, TokenMatch,
-    TokenSystem, Total, def_key,
+    TokenSystem, Total, def_key, stored_keys,
 };
 
 /// Parses `(name, value)` pairs of a type-level search on `res_type`.
@@ -186,9 +186,13 @@ fn defs_for(types: &[&str], code: &str) -> Option<Vec<(&'static SearchParamDef, 
     Some(out)
 }
 
-/// The keys of `code` (+ derived suffix) over `defs`, deduplicated.
+/// The keys of `code` (+ derived suffix) over `defs`, deduplicated: for a parameter stored
+/// as the union of others (`combo-code`), theirs ([`crate::search::stored_keys`]).
 fn keys_of(defs: &[(&'static SearchParamDef, String)], suffix: &str) -> Vec<ParamKey> {
-    let mut keys: Vec<ParamKey> = defs.iter().map(|(d, t)| def_key(d, t, suffix)).collect();
+    let mut keys: Vec<ParamKey> = defs
+        .iter()
+        .flat_map(|(d, t)| stored_keys(d, t, suffix))
+        .collect();
     keys.sort_unstable();
     keys.dedup();
     keys
