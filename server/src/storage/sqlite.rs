@@ -54,17 +54,24 @@ impl SqliteStore {
             // system call each (they were a fifth of the writer's time at 1M resources).
             .pragma("mmap_size", "4294967296");
         // The writer keeps a larger cache (the search-index b-trees it inserts into) and
-        // checkpoints the WAL less often, so a hot index page is copied back once per
-        // checkpoint rather than after every 1000 pages written.
+        // checkpoints the WAL itself only every 32,768 pages (256 MiB), so a hot index page
+        // is copied back once per checkpoint rather than after every 1000 pages written;
+        // the background checkpointer ([`spawn_checkpointer`]) copies most frames before
+        // that, so the writer's own checkpoint is short.
         let writer_opts = opts
             .clone()
             .pragma("cache_size", "-262144")
-            .pragma("wal_autocheckpoint", "8000");
+            .pragma("wal_autocheckpoint", "32768");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(writer_opts)
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&writer).await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        spawn_checkpointer(checkpointer);
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(opts.read_only(true))
@@ -87,6 +94,36 @@ impl SqliteStore {
     async fn begin_tx(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }
+}
+
+/// How often the background checkpointer runs.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Copies committed WAL frames back into the database file from a connection of its own,
+/// every [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`: it never waits for the
+/// writer or the readers; sqlite.org/pragma.html#pragma_wal_checkpoint). The copy and the
+/// `fsync`s then happen beside the writer instead of inside one of its commits: when the
+/// writer's own automatic checkpoint comes due (every 32,768 pages of WAL), most frames are
+/// already in the database file, so it stalls for the remainder only, and once it
+/// completes the next transaction starts the WAL over (sqlite.org/wal.html#ckpt), which
+/// keeps the WAL bounded. Runs until the store's pools close.
+fn spawn_checkpointer(pool: SqlitePool) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if pool.is_closed() {
+                break;
+            }
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "background WAL checkpoint");
+            }
+        }
+    });
 }
 
 impl_sql_helpers!(Sqlite, SqliteArguments, SqliteRow);
