@@ -125,7 +125,7 @@ macro_rules! impl_store_tx {
                 limit: usize,
             ) -> Result<Vec<String>, StoreError> {
                 self.flush().await?;
-                let rows = query(search_sql::search(D, q, search_sql::Select::Ids, limit))
+                let rows = search_query(search_sql::search(D, q, search_sql::Select::Ids, limit))
                     .fetch_all(&mut *self.tx)
                     .await?;
                 Ok(rows
@@ -599,6 +599,15 @@ macro_rules! impl_sql_helpers {
         fn query(sql: Sql) -> sqlx::query::Query<'static, $db, $args> {
             let (text, binds) = sql.finish();
             bind_all(sqlx::query(AssertSqlSafe(text)), binds)
+        }
+
+        /// A search statement run inside a write transaction (conditional interactions).
+        /// PostgreSQL write transactions use generic plans (`PgStore::begin_tx`); this one
+        /// is not kept as a prepared statement, so it is still planned with its values (a
+        /// generic plan cannot know that one identifier is selective). SQLite keeps every
+        /// statement prepared.
+        fn search_query(sql: Sql) -> sqlx::query::Query<'static, $db, $args> {
+            query(sql).persistent(D != Dialect::Postgres)
         }
 
         fn to_version(row: &$row) -> Result<StoredVersion, sqlx::Error> {

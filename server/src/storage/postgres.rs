@@ -49,7 +49,8 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         // Search statements are prepared once and run with different values; a generic
         // plan (PostgreSQL's default after five runs) cannot know that `value > 100` or one
-        // patient's id is selective and picked 10 s plans on 1M resources. Plan each run.
+        // patient's id is selective and picked 10 s plans on 1M resources. Plan each run
+        // (write transactions switch back to generic plans: `begin_tx`).
         // JIT compilation pays off for long analytic queries only: a broad search whose
         // estimated cost crosses `jit_above_cost` spent 31 ms compiling for a 1.5 ms run.
         let options = url
@@ -73,9 +74,15 @@ impl PgStore {
         &self.pool
     }
 
-    /// A plain `BEGIN`: rows are locked as read (`FOR UPDATE`).
+    /// `BEGIN` (rows are locked as read, `FOR UPDATE`) and, for this transaction only,
+    /// PostgreSQL's default plan caching: the write statements are prepared once and then
+    /// reuse a generic plan instead of being planned on every run (`bench mllp`: 366 → 478
+    /// messages/s, ACK p99 33 → 26 ms). Searches inside a write transaction run unprepared,
+    /// so they are still planned with their values (`search_query`).
     async fn begin_tx(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.pool.begin().await
+        self.pool
+            .begin_with("BEGIN; SET LOCAL plan_cache_mode = auto")
+            .await
     }
 }
 
