@@ -44,18 +44,9 @@ macro_rules! impl_store_tx {
                     }
                 }
                 let last = sql::last_versions(&queue);
-                let (deletes, tables) = sql::index_writes(D, &last, &rids);
-                for stmt in deletes {
-                    query(stmt)
-                        .execute(&mut *self.tx)
-                        .await
-                        .map_err(&conflict)?;
-                }
-                for (table, rows) in &tables {
-                    write_index_rows(&mut self.tx, *table, rows)
-                        .await
-                        .map_err(&conflict)?;
-                }
+                write_index(&mut self.tx, &last, &rids)
+                    .await
+                    .map_err(&conflict)?;
                 Ok(())
             }
         }
@@ -362,13 +353,7 @@ macro_rules! impl_store {
                     })
                     .collect();
                 let refs: Vec<&NewVersion> = versions.iter().collect();
-                let (deletes, tables) = sql::index_writes(D, &refs, &rids);
-                for stmt in deletes {
-                    query(stmt).execute(&mut *tx).await?;
-                }
-                for (table, rows) in &tables {
-                    write_index_rows(&mut tx, *table, rows).await?;
-                }
+                write_index(&mut tx, &refs, &rids).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -608,6 +593,24 @@ macro_rules! impl_sql_helpers {
         /// statement prepared.
         fn search_query(sql: Sql) -> sqlx::query::Query<'static, $db, $args> {
             query(sql).persistent(D != Dialect::Postgres)
+        }
+
+        /// Replaces the index rows of `versions` (whose rids are in `rids`): the deletes
+        /// of their stale rows, then each table's new rows through this backend's
+        /// `write_index_rows` (`sql::index_writes`).
+        async fn write_index(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            versions: &[&NewVersion],
+            rids: &HashMap<(String, String), i64>,
+        ) -> Result<(), sqlx::Error> {
+            let (deletes, tables) = sql::index_writes(D, versions, rids);
+            for stmt in deletes {
+                query(stmt).execute(&mut *conn).await?;
+            }
+            for (table, rows) in &tables {
+                write_index_rows(&mut *conn, *table, rows).await?;
+            }
+            Ok(())
         }
 
         fn to_version(row: &$row) -> Result<StoredVersion, sqlx::Error> {

@@ -149,11 +149,10 @@ impl Compiler {
         }
     }
 
-    /// `SELECT x.rid AS rid FROM … WHERE …`: the index rows matching a parameter that can
-    /// drive a query (a match without `:not`, a composite, a chain), one row per matching
-    /// index row (so a resource may come more than once). `false`, with nothing written,
-    /// for any other parameter.
-    fn rid_select(&mut self, p: &SearchParam) -> bool {
+    /// `SELECT x.rid AS rid FROM … WHERE …`: the index rows matching a parameter that
+    /// [`selects_rows`], one row per matching index row (so a resource may come more than
+    /// once). Nothing is written for any other parameter.
+    fn rid_select(&mut self, p: &SearchParam) {
         match p {
             SearchParam::Match {
                 table,
@@ -187,9 +186,8 @@ impl Compiler {
                 ));
                 self.chain_body(&x, keys, target_type, inner);
             }
-            _ => return false,
+            _ => {}
         }
-        true
     }
 
     /// `x.param IN (…) AND (criterion OR …)` of a match on the index row alias `x`.
@@ -277,6 +275,12 @@ impl Compiler {
     /// The condition of one parameter on the resources alias `a` (whose type is `res_type`
     /// when known); `filter` selects the correlated `EXISTS` form (see [`Compiler::params`]).
     fn param(&mut self, a: &str, res_type: Option<&str>, p: &SearchParam, filter: bool) {
+        if !filter && selects_rows(p) {
+            self.push(a).push(".rid IN (");
+            self.rid_select(p);
+            self.push(")");
+            return;
+        }
         match p {
             SearchParam::Id(ids) => {
                 self.push(a).push(".id IN (");
@@ -304,12 +308,6 @@ impl Compiler {
                 values,
                 negate,
             } => {
-                if !filter && !*negate {
-                    self.push(a).push(".rid IN (");
-                    self.rid_select(p);
-                    self.push(")");
-                    return;
-                }
                 let x = self.alias("x");
                 let equality = values.iter().all(full_equality);
                 self.probe(a, table.table(), &x, *negate, equality);
@@ -328,12 +326,6 @@ impl Compiler {
                 self.push(")");
             }
             SearchParam::Composite { components, values } => {
-                if !filter {
-                    self.push(a).push(".rid IN (");
-                    self.rid_select(p);
-                    self.push(")");
-                    return;
-                }
                 let (from, aliases) = self.composite_from(components);
                 self.push(&format!(
                     "EXISTS (SELECT 1 FROM {from} WHERE {}.rid = {a}.rid AND ",
@@ -350,12 +342,6 @@ impl Compiler {
                 target_type,
                 inner,
             } => {
-                if !filter {
-                    self.push(a).push(".rid IN (");
-                    self.rid_select(p);
-                    self.push(")");
-                    return;
-                }
                 let x = self.alias("x");
                 self.probe(a, "search_reference", &x, false, false);
                 self.chain_body(&x, keys, target_type, inner);
@@ -835,6 +821,17 @@ fn pushdown(dialect: Dialect, q: &SearchQuery) -> Option<usize> {
         .enumerate()
         .all(|(j, p)| j == i || by_rid_only(p));
     (scoped && probes).then_some(i)
+}
+
+/// Whether a parameter is a set of index rows ([`Compiler::rid_select`]): a match without
+/// `:not`, a composite, a chain.
+fn selects_rows(p: &SearchParam) -> bool {
+    matches!(
+        p,
+        SearchParam::Match { negate: false, .. }
+            | SearchParam::Composite { .. }
+            | SearchParam::Chain { .. }
+    )
 }
 
 /// Whether a parameter's condition reads only `rid` of the resource it tests.
