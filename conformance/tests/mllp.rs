@@ -968,6 +968,93 @@ async fn concurrent_connections_never_duplicate_a_patient(server: Server) {
     patient_by_identifier(&server, &pid3(&base)).await;
 }
 
+/// An ORU^R01 (v2.5.1) for the patient with MR number `mrn`: one order of its own
+/// (ORC-2/OBR-2 = `P` + MSH-10) with two numeric OBX, the second coded `obx3`.
+fn oru_for(mrn: &str, control_id: &str, obx3: &str) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|GROUPLAB|GROUPHOSP|MEDIFLOW|HOSP|20240102030405||ORU^R01^ORU_R01|{control_id}|P|2.5.1\r\
+         PID|1||{mrn}^^^GROUPHOSP^MR||Group^Test||19700101|F\r\
+         ORC|RE|P{control_id}^GROUPHOSP|F{control_id}^GROUPLAB\r\
+         OBR|1|P{control_id}^GROUPHOSP|F{control_id}^GROUPLAB|24331-1^Lipid panel^LN|||20240102030000||||||||||||||||||F\r\
+         OBX|1|NM|2093-3^Cholesterol^LN||180|mg/dL^mg/dL^UCUM|100-200|N|||F\r\
+         OBX|2|NM|{obx3}^Triglyceride^LN||120|mg/dL^mg/dL^UCUM|0-150|N|||F\r"
+    )
+    .into_bytes()
+}
+
+/// Messages arriving together are applied together (on SQLite, in one group commit with a
+/// savepoint per message). A message that fails must undo only its own writes and keep its
+/// raw row with status `error`, while every other message of the same moment is applied
+/// exactly once and acknowledged AA after its commit (HL7 v2.5.1 2.9.2: the ACK follows the
+/// commit). Two failures: a result for an unknown patient without auto-create (AE, ERR-3
+/// 204, found before anything is written) and an OBX-3 code that is not a valid FHIR `code`
+/// (R4 datatypes.html#code: no double space; AE, ERR-3 102, found after the order and the
+/// first Observation were written in the transaction).
+async fn messages_applied_together_fail_or_commit_each_on_its_own(backend: Backend) {
+    let server = Server::start_with_args(backend, &["--hl7-no-auto-create"]).await;
+    let adt = b"MSH|^~\\&|ADT|GROUPHOSP|MEDIFLOW|HOSP|20240101120000||ADT^A04^ADT_A01|X|P|2.5.1\rEVN|A04|20240101120000\rPID|1||GROUP-0001^^^GROUPHOSP^MR||Group^Test||19700101|F\rPV1|1|O\r";
+    send_ok(&server, adt).await;
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let addr = server.mllp_addr();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = MllpConn::connect(&addr).await;
+            let mut sent = Vec::new();
+            for n in 0..4 {
+                let id = unique_control_id(&format!("G{c}-{n}"));
+                // (MSA-1, ERR-3) expected: 0 invalid code, 1 unknown patient, 2 applied.
+                let (mrn, obx3, want) = match (c + n) % 3 {
+                    0 => ("GROUP-0001".to_string(), "2571  8", ("AE", Some("102"))),
+                    1 => (format!("GHOST-{c}-{n}"), "2571-8", ("AE", Some("204"))),
+                    _ => ("GROUP-0001".to_string(), "2571-8", ("AA", None)),
+                };
+                let ack = conn.request(&oru_for(&mrn, &id, obx3)).await;
+                ack.assert(want.0, &id);
+                let codes: Vec<String> = want.1.into_iter().map(str::to_string).collect();
+                assert_eq!(ack.error_codes, codes, "{}", ack.raw);
+                sent.push((id, want.0 == "AA"));
+            }
+            sent
+        }));
+    }
+    let mut sent = Vec::new();
+    for t in tasks {
+        sent.extend(t.await.expect("sender task"));
+    }
+    let applied = sent.iter().filter(|(_, ok)| *ok).count();
+    assert_eq!(
+        applied, 10,
+        "8 connections x 4 messages, a third of them applied"
+    );
+    let patient = patient_by_identifier(&server, "GROUP-0001").await;
+    let pid = patient["id"].as_str().unwrap_or_default();
+    let observations = server
+        .search(&format!("Observation?patient=Patient/{pid}&_count=1000"))
+        .await;
+    assert_eq!(
+        observations.len(),
+        2 * applied,
+        "two OBX per applied message, once each"
+    );
+    for t in ["DiagnosticReport", "ServiceRequest"] {
+        let found = server.search(&format!("{t}?_count=1000")).await;
+        assert_eq!(found.len(), applied, "one {t} per applied message");
+    }
+    assert!(
+        server
+            .search("Patient?identifier=GHOST-0-1")
+            .await
+            .is_empty(),
+        "an AE message writes nothing"
+    );
+    for (id, ok) in &sent {
+        let rows = stored(&server, id).await;
+        assert_eq!(rows.len(), 1, "one raw row for {id}");
+        let want = if *ok { "processed" } else { "error" };
+        assert_eq!(rows[0]["status"], want, "{id}: {:?}", rows[0]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // An independent client: python `hl7` package's mllp_send
 // ---------------------------------------------------------------------------------------
@@ -1037,6 +1124,7 @@ server_tests!(
 
 backend_tests!(
     a_result_for_an_unknown_patient_without_auto_create_is_ae_204_and_writes_nothing,
+    messages_applied_together_fail_or_commit_each_on_its_own,
     malformed_unsupported_and_oversize_messages_are_rejected_ar,
     an_idle_connection_is_closed_after_the_timeout,
 );

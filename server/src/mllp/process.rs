@@ -13,6 +13,10 @@
 //! half-applied) and the raw message is stored with status `error`, the reason and the
 //! AE/AR in a transaction of its own, so the raw message is never lost.
 //!
+//! On SQLite, messages that arrive while another group is being written share one
+//! transaction, each inside a savepoint of its own ([`Groups`]: group commit); what is said
+//! above holds per message, and a message the group cannot apply runs again alone.
+//!
 //! Enhanced mode, and messages that do not parse: the raw message is stored (status
 //! `received`) before anything else (the CA promises it is safe); the FHIR writes and the
 //! status update are then again one transaction.
@@ -25,7 +29,7 @@
 //! AuditEvent when the processor has an auditor ([`Processor::with_auditor`]; see
 //! [`super::audit`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -33,7 +37,7 @@ use std::time::Instant;
 use hl7::ack::{Ack, AckCode};
 use hl7::{Charset, Header, Message};
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::audit::Imported;
 use super::locks::KeyedLocks;
@@ -43,8 +47,8 @@ use crate::auth::audit::Auditor;
 use crate::clock;
 use crate::error::ApiError;
 use crate::interaction::{Context, bundle, merge};
-use crate::storage::StoreError;
 use crate::storage::hl7_messages::{Hl7Insert, Hl7MessageRecord, Hl7Status, NewHl7Message};
+use crate::storage::{StoreError, StoreTx};
 
 /// (MSH-3, MSH-4, MSH-10) as ER7 text: the identity of a message for idempotency.
 type MessageKey = (String, String, String);
@@ -53,7 +57,9 @@ type MessageKey = (String, String, String);
 pub struct Processor {
     ctx: Context,
     mapping: MappingConfig,
-    locks: KeyedLocks,
+    locks: Arc<KeyedLocks>,
+    /// Group commit, on SQLite only (see [`Groups`]).
+    groups: Option<Arc<Groups>>,
     in_flight: Mutex<HashMap<MessageKey, watch::Receiver<bool>>>,
     auditor: Option<Auditor>,
 }
@@ -142,10 +148,12 @@ pub enum ReprocessError {
 impl Processor {
     /// A processor writing through `ctx`, mapping with `mapping`.
     pub fn new(ctx: Context, mapping: MappingConfig) -> Processor {
+        let locks = Arc::new(KeyedLocks::default());
         Processor {
+            groups: Groups::for_store(&ctx, &locks, false),
             ctx,
             mapping,
-            locks: KeyedLocks::default(),
+            locks,
             in_flight: Mutex::new(HashMap::new()),
             auditor: None,
         }
@@ -154,6 +162,7 @@ impl Processor {
     /// Audits every applied message through `auditor` (one AuditEvent each).
     pub fn with_auditor(mut self, auditor: Auditor) -> Processor {
         self.auditor = Some(auditor);
+        self.groups = Groups::for_store(&self.ctx, &self.locks, true);
         self
     }
 
@@ -276,7 +285,7 @@ impl Processor {
     /// ACK to send (`None` when MSH-16 says not to, in enhanced mode).
     pub async fn apply(&self, job: Job<'_>) -> Option<Vec<u8>> {
         let header = job.message.header();
-        let (id, result, ack) = match self.run_recorded(job.id, &job.new, &job.message).await {
+        let (id, result, ack) = match self.run_grouped(job.id, &job.new, &job.message).await {
             Applied::Duplicate(record) => {
                 tracing::info!(
                     id = record.summary.id,
@@ -464,32 +473,16 @@ impl Processor {
         new: &NewHl7Message,
         message: &Message,
     ) -> Result<Applied, Rejection> {
-        let bundle = mapping::to_transaction(message, &self.mapping)?;
-        let entry_keys = super::locks::entry_write_keys(&bundle);
-        let mut unlocked: HashSet<String> = entry_keys
-            .iter()
-            .flatten()
-            .filter(|k| self.locks.is_known(k))
-            .cloned()
-            .collect();
+        let mut work = Work::new(message, &self.mapping, &self.locks, row, new)?;
         let mut conflicts = 0;
         loop {
-            let keys: BTreeSet<String> = entry_keys
-                .iter()
-                .flatten()
-                .filter(|k| !unlocked.contains(*k))
-                .cloned()
-                .collect();
-            let _held = self.locks.lock(keys).await;
-            match self
-                .attempt(row, new, message, &bundle, &entry_keys, &unlocked)
-                .await
-            {
-                Ok(Attempt::Done(applied)) => return Ok(applied),
+            let _held = self.locks.lock(work.locked_keys()).await;
+            match self.attempt(&work).await {
+                Ok(Attempt::Done { applied, .. }) => return Ok(applied),
                 Ok(Attempt::NeedsLock(created)) => {
                     for key in created {
                         self.locks.forget(&key);
-                        unlocked.remove(&key);
+                        work.unlocked.remove(&key);
                     }
                 }
                 Err(Rejection::Transaction(ApiError::Store(StoreError::VersionConflict(_))))
@@ -502,81 +495,55 @@ impl Processor {
         }
     }
 
-    /// One run of [`Processor::try_apply`]'s transaction.
-    async fn attempt(
+    /// One run of [`Processor::try_apply`]'s transaction: [`attempt_on`] in a transaction
+    /// of its own, committed when the message was applied.
+    async fn attempt(&self, work: &Work) -> Result<Attempt, Rejection> {
+        let prepared = bundle::prepare_transaction(&self.ctx, work.bundle.clone())?;
+        let mut tx = self.ctx.store.begin().await.map_err(ApiError::from)?;
+        let audit = self.auditor.is_some();
+        let attempt = attempt_on(&self.ctx, audit, tx.as_mut(), work, prepared).await?;
+        if let Attempt::Done {
+            applied: Applied::Done { .. },
+            remember,
+        } = &attempt
+        {
+            tx.commit().await.map_err(ApiError::from)?;
+            for key in remember {
+                self.locks.remember(key);
+            }
+        }
+        Ok(attempt)
+    }
+
+    /// Applies a parsed message and records its outcome, like
+    /// [`Processor::run_recorded`], but in a group commit when it can ([`Groups`]): the
+    /// message's Bundle is mapped and prepared here, then applied by a group with the
+    /// messages that arrived meanwhile. A message the group could not apply (an error, a
+    /// lock it did not hold, a conflict, a failed commit) runs again alone.
+    async fn run_grouped(
         &self,
         row: Option<i64>,
         new: &NewHl7Message,
         message: &Message,
-        bundle: &Value,
-        entry_keys: &[Option<String>],
-        unlocked: &HashSet<String>,
-    ) -> Result<Attempt, Rejection> {
-        let prepared = bundle::prepare_transaction(&self.ctx, bundle.clone())?;
-        let mut tx = self.ctx.store.begin().await.map_err(ApiError::from)?;
-        let id = match row {
-            Some(id) => id,
-            None => match tx.hl7_insert(new).await.map_err(ApiError::from)? {
-                Hl7Insert::Inserted(id) => id,
-                Hl7Insert::Duplicate(r) if r.summary.status != Hl7Status::Received => {
-                    return Ok(Attempt::Done(Applied::Duplicate(r)));
-                }
-                // Left `received` by a run that died before finishing: process it now.
-                Hl7Insert::Duplicate(r) => r.summary.id,
-            },
+    ) -> Applied {
+        let Some(groups) = &self.groups else {
+            return self.run_recorded(row, new, message).await;
         };
-        let response = bundle::run_transaction(&self.ctx, tx.as_mut(), prepared, false).await?;
-        let kind = message.message_type();
-        if kind.code == "ADT" && kind.trigger == "A40" {
-            for (prior, survivor) in merged_patients(bundle, &response) {
-                merge::move_patient_references(&self.ctx, tx.as_mut(), &prior, &survivor).await?;
-            }
-        }
-        let statuses: Vec<&str> = response
-            .get("entry")
-            .and_then(Value::as_array)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|e| e["response"]["status"].as_str().unwrap_or(""))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let outcome = |prefix: &'static str| {
-            entry_keys
-                .iter()
-                .zip(statuses.iter())
-                .filter_map(move |(k, status)| k.as_ref().filter(|_| status.starts_with(prefix)))
+        let grouped = async {
+            let work = Work::new(message, &self.mapping, &self.locks, row, new).ok()?;
+            let prepared = bundle::prepare_transaction(&self.ctx, work.bundle.clone()).ok()?;
+            let (reply, answer) = oneshot::channel();
+            groups.submit(Member {
+                work,
+                prepared,
+                reply,
+            });
+            answer.await.ok()
         };
-        // A key run without its lock created a resource: another message could be creating
-        // the same one. Roll back and run again holding the lock.
-        let created: Vec<String> = outcome("201")
-            .filter(|k| unlocked.contains(*k))
-            .cloned()
-            .collect();
-        if !created.is_empty() {
-            return Ok(Attempt::NeedsLock(created));
+        match grouped.await {
+            Some(applied) => applied,
+            None => self.run_recorded(row, new, message).await,
         }
-        let imported = match self.auditor {
-            Some(_) => Some(
-                super::audit::imported(&self.ctx.base_url, tx.as_mut(), bundle, &response).await,
-            ),
-            None => None,
-        };
-        let ack = hl7::ack::accept(message);
-        tx.hl7_finish(id, Hl7Status::Processed, None, ack.as_str())
-            .await
-            .map_err(ApiError::from)?;
-        tx.commit().await.map_err(ApiError::from)?;
-        for key in outcome("200") {
-            self.locks.remember(key);
-        }
-        Ok(Attempt::Done(Applied::Done {
-            id: Some(id),
-            result: Ok(()),
-            ack,
-            imported,
-        }))
     }
 
     /// Registers `key` as in flight, first waiting for any run already processing it.
@@ -653,9 +620,309 @@ enum Applied {
 
 /// What one transaction attempt of [`Processor::try_apply`] did.
 enum Attempt {
-    Done(Applied),
-    /// Rolled back: these keys, run without their lock, created a resource.
+    /// Applied (to commit) or found to be a duplicate (nothing written); `remember` are the
+    /// keys that matched an existing resource, for [`KeyedLocks::remember`] once committed.
+    Done {
+        applied: Applied,
+        remember: Vec<String>,
+    },
+    /// To roll back: these keys, run without their lock, created a resource.
     NeedsLock(Vec<String>),
+}
+
+/// The database half of applying one message, prepared outside any transaction: the
+/// mapped transaction Bundle and what [`attempt_on`] needs besides.
+struct Work {
+    /// The `hl7_messages` row, or `None` to insert `new` in the same transaction.
+    row: Option<i64>,
+    new: NewHl7Message,
+    bundle: Value,
+    /// The conditional write key of each Bundle entry ([`super::locks::entry_write_keys`]).
+    entry_keys: Vec<Option<String>>,
+    /// Keys run without their lock (known to match an existing resource).
+    unlocked: HashSet<String>,
+    /// ADT^A40: references to the merged patients are moved after the writes.
+    merge: bool,
+    /// The AA to record and send when applied.
+    ack: Ack,
+}
+
+impl Work {
+    /// Maps `message` (HL7 V2-to-FHIR, [`mapping::to_transaction`]).
+    fn new(
+        message: &Message,
+        mapping: &MappingConfig,
+        locks: &KeyedLocks,
+        row: Option<i64>,
+        new: &NewHl7Message,
+    ) -> Result<Work, Rejection> {
+        let bundle = mapping::to_transaction(message, mapping)?;
+        let entry_keys = super::locks::entry_write_keys(&bundle);
+        let unlocked = entry_keys
+            .iter()
+            .flatten()
+            .filter(|k| locks.is_known(k))
+            .cloned()
+            .collect();
+        let kind = message.message_type();
+        Ok(Work {
+            row,
+            new: new.clone(),
+            bundle,
+            entry_keys,
+            unlocked,
+            merge: kind.code == "ADT" && kind.trigger == "A40",
+            ack: hl7::ack::accept(message),
+        })
+    }
+
+    /// The keys whose locks a run must hold: all but the unlocked ones.
+    fn locked_keys(&self) -> BTreeSet<String> {
+        self.entry_keys
+            .iter()
+            .flatten()
+            .filter(|k| !self.unlocked.contains(*k))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Applies `work` inside `tx`, which the caller commits when this returns
+/// [`Attempt::Done`] with [`Applied::Done`] (and otherwise rolls back): the row insert
+/// (when `work.row` is `None`; a duplicate MSH-10 stops here), the transaction Bundle, the
+/// A40 reference moves, the AuditEvent facts (when `audit`) and the status `processed`.
+async fn attempt_on(
+    ctx: &Context,
+    audit: bool,
+    tx: &mut dyn StoreTx,
+    work: &Work,
+    prepared: bundle::PreparedTransaction,
+) -> Result<Attempt, Rejection> {
+    let id = match work.row {
+        Some(id) => id,
+        None => match tx.hl7_insert(&work.new).await.map_err(ApiError::from)? {
+            Hl7Insert::Inserted(id) => id,
+            Hl7Insert::Duplicate(r) if r.summary.status != Hl7Status::Received => {
+                return Ok(Attempt::Done {
+                    applied: Applied::Duplicate(r),
+                    remember: Vec::new(),
+                });
+            }
+            // Left `received` by a run that died before finishing: process it now.
+            Hl7Insert::Duplicate(r) => r.summary.id,
+        },
+    };
+    let response = bundle::run_transaction(ctx, tx, prepared, false).await?;
+    if work.merge {
+        for (prior, survivor) in merged_patients(&work.bundle, &response) {
+            merge::move_patient_references(ctx, tx, &prior, &survivor).await?;
+        }
+    }
+    let statuses: Vec<&str> = response
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outcome = |prefix: &'static str| {
+        work.entry_keys
+            .iter()
+            .zip(statuses.iter())
+            .filter_map(move |(k, status)| k.as_ref().filter(|_| status.starts_with(prefix)))
+    };
+    // A key run without its lock created a resource: another message could be creating
+    // the same one. Roll back and run again holding the lock.
+    let created: Vec<String> = outcome("201")
+        .filter(|k| work.unlocked.contains(*k))
+        .cloned()
+        .collect();
+    if !created.is_empty() {
+        return Ok(Attempt::NeedsLock(created));
+    }
+    let imported = match audit {
+        true => Some(super::audit::imported(&ctx.base_url, tx, &work.bundle, &response).await),
+        false => None,
+    };
+    tx.hl7_finish(id, Hl7Status::Processed, None, work.ack.as_str())
+        .await
+        .map_err(ApiError::from)?;
+    Ok(Attempt::Done {
+        applied: Applied::Done {
+            id: Some(id),
+            result: Ok(()),
+            ack: work.ack.clone(),
+            imported,
+        },
+        remember: outcome("200").cloned().collect(),
+    })
+}
+
+/// A message waiting for a group commit: its work, its prepared Bundle, and where to send
+/// what became of it (dropped unsent when the group did not apply it: it runs alone).
+struct Member {
+    work: Work,
+    prepared: bundle::PreparedTransaction,
+    reply: oneshot::Sender<Applied>,
+}
+
+/// Group commit of HL7 messages: the messages that arrive while a group is being written
+/// are applied together in the next one, in ONE database transaction, each inside a
+/// savepoint of its own ([`StoreTx::savepoint`]) so that one message's error undoes only
+/// that message. Each message still gets its ACK only after the commit that holds its
+/// writes (HL7 v2.5.1 section 2.9.2, original mode), and a message is still never
+/// half-applied. What is saved is per-commit work: SQLite writes each changed page to the
+/// WAL once per commit, and the pages an ORU^R01 changes (the index tables' hot leaves,
+/// `hl7_messages`) are mostly the same from one message to the next.
+///
+/// One group runs at a time (SQLite has one writer anyway) and holds up to [`MAX_GROUP`]
+/// messages. With one message in flight a group is that one message: nothing waits for
+/// company.
+///
+/// SQLite only. On PostgreSQL each message keeps its own transaction: there the writers
+/// run in parallel, and one transaction per group serialised them and held the row locks
+/// they share (the patient's, locked by the no-op update of every ORU^R01 for the same
+/// patient) across the whole group: 185 against 270 messages/s in `bench mllp`.
+struct Groups {
+    ctx: Context,
+    locks: Arc<KeyedLocks>,
+    audit: bool,
+    state: Mutex<GroupState>,
+}
+
+/// The messages waiting for a group, and whether a lane is running groups.
+#[derive(Default)]
+struct GroupState {
+    queue: VecDeque<Member>,
+    running: bool,
+}
+
+/// The most messages one group commit applies.
+const MAX_GROUP: usize = 32;
+
+/// Clears [`GroupState::running`] if a lane ends by a panic (a lane that finds the queue
+/// empty clears it itself, under the same lock, so no message is left waiting).
+struct Lane<'a>(Option<&'a Groups>);
+
+impl Drop for Lane<'_> {
+    fn drop(&mut self) {
+        if let Some(groups) = self.0 {
+            groups.state().running = false;
+        }
+    }
+}
+
+impl Groups {
+    /// Group commit for `ctx`'s store: `Some` on SQLite, `None` on PostgreSQL.
+    fn for_store(ctx: &Context, locks: &Arc<KeyedLocks>, audit: bool) -> Option<Arc<Groups>> {
+        (ctx.store.backend() == "sqlite").then(|| {
+            Arc::new(Groups {
+                ctx: ctx.clone(),
+                locks: locks.clone(),
+                audit,
+                state: Mutex::new(GroupState::default()),
+            })
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `member`; starts a lane when none runs.
+    fn submit(self: &Arc<Self>, member: Member) {
+        let start = {
+            let mut state = self.state();
+            state.queue.push_back(member);
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start {
+            let groups = self.clone();
+            tokio::spawn(async move { groups.lane().await });
+        }
+    }
+
+    /// Runs groups until the queue is empty.
+    async fn lane(&self) {
+        let mut lane = Lane(Some(self));
+        loop {
+            let group: Vec<Member> = {
+                let mut state = self.state();
+                if state.queue.is_empty() {
+                    state.running = false;
+                    lane.0 = None;
+                    return;
+                }
+                let n = state.queue.len().min(MAX_GROUP);
+                state.queue.drain(..n).collect()
+            };
+            self.run(group).await;
+        }
+    }
+
+    /// Applies `group` in one transaction, holding the locks of all its members' keys.
+    async fn run(&self, group: Vec<Member>) {
+        let keys: BTreeSet<String> = group.iter().flat_map(|m| m.work.locked_keys()).collect();
+        let _held = self.locks.lock(keys).await;
+        let mut tx = match self.ctx.store.begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!(error = %e, "MLLP: group transaction did not begin; messages run alone");
+                return;
+            }
+        };
+        let mut applied: Vec<(oneshot::Sender<Applied>, Applied)> = Vec::new();
+        let mut remember: Vec<String> = Vec::new();
+        for Member {
+            work,
+            prepared,
+            reply,
+        } in group
+        {
+            if tx.savepoint().await.is_err() {
+                return;
+            }
+            let kept = match attempt_on(&self.ctx, self.audit, tx.as_mut(), &work, prepared).await {
+                Ok(Attempt::Done {
+                    applied: done @ Applied::Done { .. },
+                    remember: keys,
+                }) => match tx.release_savepoint().await {
+                    Ok(()) => Some((done, keys)),
+                    Err(_) => None,
+                },
+                _ => None,
+            };
+            match kept {
+                Some((done, keys)) => {
+                    applied.push((reply, done));
+                    remember.extend(keys);
+                }
+                None => {
+                    // Undone; `reply` dropped: the message runs alone.
+                    if tx.rollback_to_savepoint().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if applied.is_empty() {
+            return;
+        }
+        if let Err(e) = tx.commit().await {
+            tracing::warn!(error = %e, "MLLP: group commit failed; messages run alone");
+            return;
+        }
+        for key in &remember {
+            self.locks.remember(key);
+        }
+        tracing::debug!(messages = applied.len(), "MLLP: group committed");
+        for (reply, done) in applied {
+            let _ = reply.send(done);
+        }
+    }
 }
 
 /// The answer to a duplicate: in original mode the stored ACK as it was; in enhanced mode a

@@ -177,6 +177,30 @@ macro_rules! impl_store_tx {
                 hl7_messages::$hl7::finish_on(&mut self.tx, id, status, reason, ack).await
             }
 
+            async fn savepoint(&mut self) -> Result<(), StoreError> {
+                self.flush().await?;
+                sqlx::raw_sql("SAVEPOINT message")
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn release_savepoint(&mut self) -> Result<(), StoreError> {
+                self.flush().await?;
+                sqlx::raw_sql("RELEASE SAVEPOINT message")
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+                self.queue.clear();
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT message; RELEASE SAVEPOINT message")
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(())
+            }
+
             async fn commit(mut self: Box<Self>) -> Result<(), StoreError> {
                 self.flush().await?;
                 self.tx.commit().await?;

@@ -369,6 +369,19 @@ pub trait StoreTx: Send {
         reason: Option<&str>,
         ack: &str,
     ) -> Result<(), StoreError>;
+    /// Flushes queued writes, then opens a savepoint (SQL `SAVEPOINT`): a later
+    /// [`StoreTx::rollback_to_savepoint`] undoes what was done since, the rest of the
+    /// transaction kept. One level only; used to apply several HL7 messages in one
+    /// transaction, each undone alone on an error (`crate::mllp::process`).
+    async fn savepoint(&mut self) -> Result<(), StoreError>;
+    /// Flushes queued writes and releases the savepoint, keeping its work in the
+    /// transaction. A flush error (e.g. a version conflict) leaves the savepoint open for
+    /// [`StoreTx::rollback_to_savepoint`].
+    async fn release_savepoint(&mut self) -> Result<(), StoreError>;
+    /// Drops queued writes and undoes everything since [`StoreTx::savepoint`]
+    /// (`ROLLBACK TO` then `RELEASE`); also clears a PostgreSQL transaction aborted by an
+    /// error inside the savepoint. An error here leaves the transaction unusable: drop it.
+    async fn rollback_to_savepoint(&mut self) -> Result<(), StoreError>;
     /// Flushes queued writes and commits.
     async fn commit(self: Box<Self>) -> Result<(), StoreError>;
 }
