@@ -54,7 +54,12 @@ impl Bundle {
                 json!({"method": "POST", "url": rtype, "ifNoneExist": criteria})
             }
         };
-        let entry = json!({"fullUrl": full_url, "resource": resource, "request": request});
+        // Built by moving `resource` in: `json!` would copy it through `to_value`.
+        let mut entry = Map::with_capacity(3);
+        entry.insert("fullUrl".into(), Value::String(full_url.clone()));
+        entry.insert("resource".into(), resource);
+        entry.insert("request".into(), request);
+        let entry = Value::Object(entry);
         if let Some(&(_, _, i)) = self
             .keys
             .iter()
@@ -73,11 +78,11 @@ impl Bundle {
 
     /// The finished `Bundle` of type `transaction`.
     pub(crate) fn finish(self) -> Value {
-        json!({
-            "resourceType": "Bundle",
-            "type": "transaction",
-            "entry": self.entries,
-        })
+        let mut bundle = Map::with_capacity(3);
+        bundle.insert("resourceType".into(), "Bundle".into());
+        bundle.insert("type".into(), "transaction".into());
+        bundle.insert("entry".into(), Value::Array(self.entries));
+        Value::Object(bundle)
     }
 }
 

@@ -14,7 +14,7 @@
 //! AE/AR in a transaction of its own, so the raw message is never lost.
 //!
 //! On SQLite, messages that arrive while another group is being written share one
-//! transaction, each inside a savepoint of its own ([`Groups`]: group commit); what is said
+//! transaction, each inside a savepoint of its own (`Groups`: group commit); what is said
 //! above holds per message, and a message the group cannot apply runs again alone.
 //!
 //! Enhanced mode, and messages that do not parse: the raw message is stored (status
