@@ -621,7 +621,7 @@ macro_rules! impl_sql_helpers {
 
         /// Replaces the index rows of `versions` (whose rids are in `rids`): the deletes
         /// of their stale rows, then each table's new rows through this backend's
-        /// `write_index_rows` (`sql::index_writes`).
+        /// `write_index_tables` (`sql::index_writes`).
         async fn write_index(
             conn: &mut <$db as sqlx::Database>::Connection,
             versions: &[&NewVersion],
@@ -631,10 +631,7 @@ macro_rules! impl_sql_helpers {
             for stmt in deletes {
                 query(stmt).execute(&mut *conn).await?;
             }
-            for (table, rows) in &tables {
-                write_index_rows(&mut *conn, *table, rows).await?;
-            }
-            Ok(())
+            write_index_tables(&mut *conn, &tables).await
         }
 
         fn to_version(row: &$row) -> Result<StoredVersion, sqlx::Error> {

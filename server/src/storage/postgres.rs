@@ -88,46 +88,66 @@ impl PgStore {
 
 impl_sql_helpers!(Postgres, PgArguments, PgRow);
 
-/// Writes index rows of one table in one statement whose text depends only on the table:
-/// `INSERT … SELECT * FROM unnest($1::bigint[], …)`, one array per column. Its plan is
-/// prepared once per connection and reused; a multi-row `INSERT … VALUES` has a different
-/// text for every row count, and planning those was a fifth of PostgreSQL's time in an
-/// indexed import (docs/performance/2026-11-23-write-path-experiments.md).
-async fn write_index_rows(
+/// Writes the index rows of a flush, every table's in ONE statement: per table an
+/// `INSERT … SELECT * FROM unnest($n::bigint[], …)` (one array per column), all but the
+/// last as data-modifying `WITH` items (PostgreSQL 15 queries-with.html#QUERIES-WITH-MODIFYING:
+/// they all run, each to completion). The text depends only on which tables have rows, so
+/// its plan is prepared once per connection and reused; a multi-row `INSERT … VALUES` has a
+/// different text for every row count, and planning those was a fifth of PostgreSQL's time
+/// in an indexed import (docs/performance/2026-11-23-write-path-experiments.md). One
+/// statement instead of one per table saves the round trips of a small flush (an HL7
+/// message writes rows into five tables).
+async fn write_index_tables(
     conn: &mut sqlx::PgConnection,
-    table: crate::search::IndexTable,
-    rows: &[(i64, &super::IndexRow)],
+    tables: &[(crate::search::IndexTable, Vec<(i64, &super::IndexRow)>)],
 ) -> Result<(), sqlx::Error> {
-    use sql::Bind;
-    // The value columns transposed into one array each (`sql::value_binds` order).
-    let mut columns: Vec<Vec<Bind>> = Vec::new();
-    for (_, row) in rows {
-        for (j, bind) in sql::value_binds(&row.value).into_iter().enumerate() {
-            if columns.len() <= j {
-                columns.push(Vec::with_capacity(rows.len()));
+    let mut arrays: Vec<ColumnArray> = Vec::new();
+    let mut inserts: Vec<String> = Vec::with_capacity(tables.len());
+    for (table, rows) in tables {
+        // The value columns transposed into one array each (`sql::value_binds` order).
+        let mut columns: Vec<Vec<sql::Bind>> = Vec::new();
+        for (_, row) in rows {
+            for (j, bind) in sql::value_binds(&row.value).into_iter().enumerate() {
+                if columns.len() <= j {
+                    columns.push(Vec::with_capacity(rows.len()));
+                }
+                columns[j].push(bind);
             }
-            columns[j].push(bind);
         }
+        let first = arrays.len() + 1;
+        arrays.push(ColumnArray::Int(
+            rows.iter().map(|(rid, _)| Some(*rid)).collect(),
+        ));
+        arrays.push(ColumnArray::Int(
+            rows.iter().map(|(_, r)| Some(r.param)).collect(),
+        ));
+        arrays.push(ColumnArray::Int(rows.iter().map(|(_, r)| r.grp).collect()));
+        arrays.extend(columns.into_iter().map(ColumnArray::from_binds));
+        let casts: Vec<String> = arrays[first - 1..]
+            .iter()
+            .enumerate()
+            .map(|(j, a)| format!("${}::{}", first + j, a.sql_type()))
+            .collect();
+        inserts.push(format!(
+            "INSERT INTO {} ({}) SELECT * FROM unnest({})",
+            table.table(),
+            sql::index_columns(*table),
+            casts.join(", ")
+        ));
     }
-    let mut text = format!(
-        "INSERT INTO {} ({}) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]",
-        table.table(),
-        sql::index_columns(table)
-    );
-    let rids: Vec<i64> = rows.iter().map(|(rid, _)| *rid).collect();
-    let params: Vec<i64> = rows.iter().map(|(_, r)| r.param).collect();
-    let groups: Vec<Option<i64>> = rows.iter().map(|(_, r)| r.grp).collect();
-    let mut arrays: Vec<ColumnArray> = Vec::with_capacity(columns.len());
-    for (j, column) in columns.into_iter().enumerate() {
-        let array = ColumnArray::from_binds(column);
-        text.push_str(&format!(", ${}::{}", j + 4, array.sql_type()));
-        arrays.push(array);
+    let Some(last) = inserts.pop() else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (i, insert) in inserts.iter().enumerate() {
+        text.push_str(if i == 0 { "WITH " } else { ", " });
+        text.push_str(&format!("w{i} AS ({insert})"));
     }
-    text.push(')');
-    let mut q = sqlx::query(AssertSqlSafe(text))
-        .bind(rids)
-        .bind(params)
-        .bind(groups);
+    if !text.is_empty() {
+        text.push(' ');
+    }
+    text.push_str(&last);
+    let mut q = sqlx::query(AssertSqlSafe(text));
     for array in arrays {
         q = match array {
             ColumnArray::Text(v) => q.bind(v),

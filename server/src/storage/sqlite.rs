@@ -128,14 +128,16 @@ fn spawn_checkpointer(pool: SqlitePool) {
 
 impl_sql_helpers!(Sqlite, SqliteArguments, SqliteRow);
 
-/// Writes index rows of one table: multi-row `INSERT`s of at most [`sql::CHUNK`] rows.
-async fn write_index_rows(
+/// Writes the index rows of a flush: per table, multi-row `INSERT`s of at most
+/// [`sql::CHUNK`] rows.
+async fn write_index_tables(
     conn: &mut sqlx::SqliteConnection,
-    table: crate::search::IndexTable,
-    rows: &[(i64, &super::IndexRow)],
+    tables: &[(crate::search::IndexTable, Vec<(i64, &super::IndexRow)>)],
 ) -> Result<(), sqlx::Error> {
-    for stmt in sql::insert_statements(D, table, rows) {
-        query(stmt).execute(&mut *conn).await?;
+    for (table, rows) in tables {
+        for stmt in sql::insert_statements(D, *table, rows) {
+            query(stmt).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }
