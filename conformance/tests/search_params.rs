@@ -420,8 +420,10 @@ async fn composite_search_keeps_components_together(server: Server) {
 /// Observation `combo-code` is `Observation.code | Observation.component.code`, and
 /// `combo-value-quantity` the values of both (R4 observation.html#search; FHIRPath `|` is
 /// union): a code or value found at either level matches, with every token form, `:text`,
-/// `:missing` and `_sort`. (MediFlow stores no rows of its own for these: it reads the rows of
-/// `code`/`component-code` and `value-quantity`/`component-value-quantity`.)
+/// `:missing` and `_sort`; the composite `combo-code-value-quantity` pairs a code and a value
+/// of one node at either level. (MediFlow stores no rows of its own for these: it reads the
+/// rows of `code`/`component-code`, `value-quantity`/`component-value-quantity` and
+/// `code-value-quantity`/`component-code-value-quantity`.)
 async fn combo_parameters_match_the_resource_and_its_components(server: Server) {
     seed(&server).await;
     expect(
@@ -453,6 +455,29 @@ async fn combo_parameters_match_the_resource_and_its_components(server: Server) 
             ("Observation?combo-value-quantity=80", &["o5"]),
             ("Observation?combo-value-quantity:missing=true", &[]),
             ("Observation?combo-value-concept:missing=false", &[]),
+            // The composite `combo-code-value-quantity` (expression `Observation |
+            // Observation.component`): a code and a value of the SAME node, at either level
+            // (search.html#composite). o5's systolic component is 120, its diastolic 80.
+            (
+                &format!(
+                    "Observation?combo-code-value-quantity={}",
+                    enc("http://loinc.org|8480-6$gt100")
+                ),
+                &["o5"],
+            ),
+            ("Observation?combo-code-value-quantity=8462-4$80", &["o5"]),
+            // 80 belongs to the diastolic component, not the systolic one: no match.
+            ("Observation?combo-code-value-quantity=8480-6$lt100", &[]),
+            // The root level: heart rate 110 /min on o2.
+            (
+                "Observation?combo-code-value-quantity=8867-4$gt100",
+                &["o2"],
+            ),
+            (
+                "Observation?combo-code-value-quantity=8867-4$gt100,8462-4$80",
+                &["o2", "o5"],
+            ),
+            ("Observation?combo-code-value-quantity:missing=true", &[]),
         ],
     )
     .await;

@@ -417,7 +417,11 @@ impl SearchParamRegistry {
     /// their values: `combo-code` (`Observation.code | Observation.component.code`) is
     /// `code` ∪ `component-code`. Such parameters are not extracted (their rows would repeat
     /// the others'); searches read the others' rows instead. Only branches equal as text
-    /// (whitespace aside) count, and reference and composite parameters are never unions.
+    /// (whitespace aside) count, and reference parameters are never unions. A composite is
+    /// the union of composites with the same components (kinds and expression texts, in
+    /// order) on its branches: `combo-code-value-quantity` (`Observation |
+    /// Observation.component`; `code`, `value.as(Quantity)`) is `code-value-quantity` ∪
+    /// `component-code-value-quantity`, each tuple matched within one of them.
     pub fn stored_as(&self, res_type: &str, code: &str) -> Option<&[String]> {
         self.types
             .get(res_type)?
@@ -540,11 +544,15 @@ fn branch_set(expr: &str) -> Vec<String> {
 
 /// The parameters of one type that are unions of others (see
 /// [`SearchParamRegistry::stored_as`]), from each parameter's branch set. A parameter P is
-/// covered by the parameters Q of the same kind (not reference or composite) whose branches
-/// are all branches of P, when together they give every branch of P. Q must have fewer
-/// branches than P, or the same set and come first (so two parameters with one expression
-/// do not each defer to the other), and must not be a union itself; deciding parameters in
-/// order of branch count makes that known when P is decided.
+/// covered by the parameters Q of the same kind (not reference) whose branches are all
+/// branches of P, when together they give every branch of P. Q must have fewer branches
+/// than P, or the same set and come first (so two parameters with one expression do not
+/// each defer to the other), and must not be a union itself; deciding parameters in order
+/// of branch count makes that known when P is decided. For composites, Q's components must
+/// also be P's, position by position (same kind and expression text): each branch node
+/// then gives the same component values under P as under Q (in R4: Observation
+/// `combo-code-value-quantity` = `code-value-quantity` ∪ `component-code-value-quantity`,
+/// and the same for `-concept`).
 fn unions(
     defs: &[SearchParamDef],
     branches: &[(usize, Vec<String>)],
@@ -552,8 +560,15 @@ fn unions(
     let eligible = |i: usize| {
         !matches!(
             defs[i].kind,
-            SearchParamType::Reference | SearchParamType::Composite | SearchParamType::Special
+            SearchParamType::Reference | SearchParamType::Special
         )
+    };
+    let same_components = |p: &SearchParamDef, q: &SearchParamDef| {
+        p.components.len() == q.components.len()
+            && p.components
+                .iter()
+                .zip(&q.components)
+                .all(|(a, b)| a.kind == b.kind && a.expression.trim() == b.expression.trim())
     };
     let mut order: Vec<usize> = (0..branches.len()).collect();
     order.sort_by_key(|&n| (branches[n].1.len(), n));
@@ -571,6 +586,7 @@ fn unions(
             if m == n
                 || !earlier
                 || defs[*q].kind != defs[*p].kind
+                || !same_components(&defs[*p], &defs[*q])
                 || out.contains_key(&defs[*q].code)
                 || !q_branches.iter().all(|b| p_branches.contains(b))
             {
@@ -714,8 +730,17 @@ mod tests {
                 "value-quantity".to_string()
             ])
         );
-        // Parameters of their own, references and composites are stored as themselves.
-        for code in ["code", "patient", "subject", "combo-code-value-quantity"] {
+        // Composites whose branches are other composites with the same components.
+        assert_eq!(
+            parts("combo-code-value-quantity"),
+            Some(vec![
+                "code-value-quantity".to_string(),
+                "component-code-value-quantity".to_string()
+            ])
+        );
+        // Parameters of their own and references are stored as themselves; so is a
+        // composite whose components differ from those of the composites on its branches.
+        for code in ["code", "patient", "subject", "code-value-quantity"] {
             assert_eq!(parts(code), None, "{code}");
         }
         let mut all: Vec<String> = Vec::new();
@@ -730,6 +755,8 @@ mod tests {
             all,
             [
                 "Observation.combo-code = code | component-code",
+                "Observation.combo-code-value-concept = code-value-concept | component-code-value-concept",
+                "Observation.combo-code-value-quantity = code-value-quantity | component-code-value-quantity",
                 "Observation.combo-data-absent-reason = component-data-absent-reason | data-absent-reason",
                 "Observation.combo-value-concept = component-value-concept | value-concept",
                 "Observation.combo-value-quantity = component-value-quantity | value-quantity",

@@ -91,6 +91,24 @@ pub fn stored_keys(def: &SearchParamDef, res_type: &str, suffix: &str) -> Vec<Pa
     }
 }
 
+/// The composite parameters whose rows hold the tuples of composite `def` on `res_type`:
+/// `def` itself, or for a composite stored as the union of others
+/// (`SearchParamRegistry::stored_as`: Observation `combo-code-value-quantity` =
+/// `code-value-quantity` ∪ `component-code-value-quantity`, and `-concept`) those.
+pub fn composite_sources(
+    def: &'static SearchParamDef,
+    res_type: &str,
+) -> Vec<&'static SearchParamDef> {
+    let reg = fhir_model::search::SearchParamRegistry::get();
+    match reg.stored_as(res_type, &def.code) {
+        Some(codes) => codes
+            .iter()
+            .filter_map(|code| reg.param(res_type, code))
+            .collect(),
+        None => vec![def],
+    }
+}
+
 /// Suffixes of derived-row keys (see [`ParamKey`]): `:text` rows of a token's display text,
 /// `:of-type` rows of an Identifier's type and value, `:identifier` rows of a reference's
 /// `Reference.identifier`.

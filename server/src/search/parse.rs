@@ -13,7 +13,7 @@ use fhir_model::search::{SearchParamDef, SearchParamRegistry, SearchParamType};
 use super::{
     CURSOR_PARAM, Criterion, Cursor, DateBound, Include, IndexTable, MAX_COUNT, NumberBound,
     ParamKey, Prefix, SearchError, SearchParam, SearchQuery, SortBy, SortKey, Summary, TokenMatch,
-    TokenSystem, Total, def_key, stored_keys,
+    TokenSystem, Total, composite_sources, def_key, stored_keys,
 };
 
 /// Parses `(name, value)` pairs of a type-level search on `res_type`.
@@ -282,7 +282,10 @@ fn parse_param(
                 .ok_or_else(|| unsupported(code, "missing"))?;
             return Ok(Some(SearchParam::Missing {
                 table,
-                keys: vec![def_key(def, t, "#0")],
+                keys: composite_sources(def, t)
+                    .iter()
+                    .map(|src| def_key(src, t, "#0"))
+                    .collect(),
                 missing,
             }));
         }
@@ -446,11 +449,6 @@ fn parse_param(
                 return Err(unsupported(code, m));
             }
             let (def, t) = &defs[0];
-            let mut components = Vec::new();
-            for (i, c) in def.components.iter().enumerate() {
-                let table = table_of(c.kind).ok_or_else(|| unsupported(code, "composite"))?;
-                components.push((table, def_key(def, t, &format!("#{i}"))));
-            }
             let mut tuples = Vec::new();
             for v in &values {
                 let parts = split_unescaped(v, '$');
@@ -466,9 +464,24 @@ fn parse_param(
                 }
                 tuples.push(tuple);
             }
-            SearchParam::Composite {
-                components,
-                values: tuples,
+            // One match per composite whose rows hold the tuples (a union such as
+            // `combo-code-value-quantity` has none of its own): a tuple matches within
+            // the rows of one composite and one group, never across two.
+            let mut alternatives = Vec::new();
+            for src in composite_sources(def, t) {
+                let mut components = Vec::new();
+                for (i, c) in src.components.iter().enumerate() {
+                    let table = table_of(c.kind).ok_or_else(|| unsupported(code, "composite"))?;
+                    components.push((table, def_key(src, t, &format!("#{i}"))));
+                }
+                alternatives.push(SearchParam::Composite {
+                    components,
+                    values: tuples.clone(),
+                });
+            }
+            match alternatives.len() {
+                1 => alternatives.remove(0),
+                _ => SearchParam::Or(alternatives),
             }
         }
         SearchParamType::Special => return Ok(None),
