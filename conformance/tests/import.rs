@@ -198,6 +198,26 @@ async fn import_into_database_loads_bundles_and_ndjson(backend: Backend) {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_summary_counts(&out, 8);
+    if backend == Backend::Postgres {
+        // The import ends with ANALYZE: the tables it loaded have planner statistics
+        // (`pg_class.reltuples` is -1 for a table never analysed or vacuumed, PostgreSQL
+        // 14+, docs/15/catalog-pg-class.html).
+        use sqlx::Connection;
+        let mut conn = sqlx::postgres::PgConnection::connect(db.url())
+            .await
+            .expect("connect");
+        let reltuples: f32 = sqlx::query_scalar(
+            "SELECT reltuples FROM pg_class WHERE relname = 'search_token' AND relkind = 'r'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_class");
+        assert!(
+            reltuples > 0.0,
+            "search_token analysed: reltuples {reltuples}"
+        );
+        let _ = conn.close().await;
+    }
     let server = Server::start_on(db, &[]).await;
     assert_eq!(stored_values(&server, &fx.sys).await, good_values());
     assert_transaction_reference_resolved(&server, &fx.sys).await;

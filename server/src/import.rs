@@ -377,6 +377,11 @@ pub async fn run(
         bar.set_message(format!("{} resources, {rate:.0}/s", summary.resources));
     }
     bar.finish_and_clear();
+    if let Sink::Direct(ctx) = &sink {
+        // Statistics for the planner: a bulk load leaves PostgreSQL without them until
+        // autovacuum runs (see `Store::analyze`).
+        ctx.store.analyze().await?;
+    }
     summary.elapsed = start.elapsed();
     print_summary(&summary);
     if defer_index {

@@ -389,6 +389,13 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.try_get("value")).transpose()?)
             }
 
+            async fn analyze(&self) -> Result<(), StoreError> {
+                if D == Dialect::Postgres {
+                    sqlx::raw_sql("ANALYZE").execute(self.write_pool()).await?;
+                }
+                Ok(())
+            }
+
             async fn set_index_state(
                 &self,
                 key: &str,

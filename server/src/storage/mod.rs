@@ -217,6 +217,12 @@ pub trait Store: Send + Sync {
     async fn replace_index(&self, rows: &[(ResourceKey, Vec<IndexRow>)]) -> Result<(), StoreError>;
     /// A value of `search_index_state` (`stale`, `reindex_after_seq`, `definitions`).
     async fn index_state(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Refreshes the planner's statistics after a bulk load: `ANALYZE` on PostgreSQL
+    /// (postgresql.org/docs/15/sql-analyze.html), whose planner otherwise plans the new
+    /// tables without statistics until autovacuum gets to them (a `_has` search took 7 s
+    /// instead of 35 ms at 1M resources); nothing on SQLite, whose statements are written
+    /// for the planner without `sqlite_stat1` tables.
+    async fn analyze(&self) -> Result<(), StoreError>;
     /// Sets (or, with `None`, removes) a value of `search_index_state`.
     async fn set_index_state(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
 
