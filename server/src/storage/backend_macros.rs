@@ -211,14 +211,19 @@ macro_rules! impl_store_tx {
 }
 
 /// Implements `Store` for a backend's store type `$store` (transaction type `$tx`, HL7
-/// message SQL in `hl7_messages::$hl7`). The store provides `read_pool()`, `write_pool()`
+/// message SQL in `hl7_messages::$hl7`; `$single_writer` answers `Store::single_writer`).
+/// The store provides `read_pool()`, `write_pool()`
 /// and `begin_tx()`; everything else is the same SQL on both backends.
 macro_rules! impl_store {
-    ($store:ident, $tx:ident, $hl7:ident, $backend:literal) => {
+    ($store:ident, $tx:ident, $hl7:ident, $backend:literal, $single_writer:literal) => {
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> &'static str {
                 $backend
+            }
+
+            fn single_writer(&self) -> bool {
+                $single_writer
             }
 
             async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError> {

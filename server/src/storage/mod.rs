@@ -180,6 +180,11 @@ pub struct SearchPage {
 pub trait Store: Send + Sync {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
+    /// Whether one write transaction runs at a time, the others waiting for it (SQLite:
+    /// sqlite.org/lang_transaction.html, one writer per database). Writers that queue
+    /// anyway gain from being applied together in one transaction (the MLLP group
+    /// commit); writers that run in parallel (PostgreSQL) would be serialised by it.
+    fn single_writer(&self) -> bool;
     /// Opens a write transaction. SQLite serialises writers; PostgreSQL locks rows as read.
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
     /// The current version of a resource (possibly a delete), or `None` if it never existed.

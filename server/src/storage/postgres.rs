@@ -215,7 +215,7 @@ impl ColumnArray {
     }
 }
 
-impl_store!(PgStore, PgTx, postgres, "postgres");
+impl_store!(PgStore, PgTx, postgres, "postgres", false);
 
 /// A write transaction on one pooled connection.
 struct PgTx {

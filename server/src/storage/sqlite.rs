@@ -142,7 +142,7 @@ async fn write_index_tables(
     Ok(())
 }
 
-impl_store!(SqliteStore, SqliteTx, sqlite, "sqlite");
+impl_store!(SqliteStore, SqliteTx, sqlite, "sqlite", true);
 
 /// A write transaction on the single writer connection.
 struct SqliteTx {
