@@ -982,7 +982,8 @@ fn oru_for(mrn: &str, control_id: &str, obx3: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Messages arriving together are applied together (on SQLite, in one group commit with a
+/// Messages arriving together are applied together (on SQLite, in one group commit: first
+/// without savepoints, and when a member fails, the whole group undone and run again with a
 /// savepoint per message). A message that fails must undo only its own writes and keep its
 /// raw row with status `error`, while every other message of the same moment is applied
 /// exactly once and acknowledged AA after its commit (HL7 v2.5.1 2.9.2: the ACK follows the
