@@ -115,6 +115,19 @@ impl Sql {
     }
 }
 
+/// The head of the multi-row INSERTs of a write flush. On SQLite `INSERT OR FAIL`: a
+/// constraint error still stops the statement, but does not undo the rows it already
+/// inserted (sqlite.org/lang_conflict.html), so SQLite needs no statement journal for it; with
+/// the default `ABORT`, every multi-row INSERT in a transaction first copied each page it
+/// touched into that journal (sqlite.org/tempfiles.html#stmtjrnl). Nothing is lost: a
+/// failed flush fails its whole transaction (or savepoint), which is rolled back.
+fn insert_into(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "INSERT OR FAIL INTO ",
+        Dialect::Postgres => "INSERT INTO ",
+    }
+}
+
 /// Columns of a [`crate::storage::StoredVersion`] read from `resource_versions v`.
 pub(super) fn version_columns(dialect: Dialect) -> &'static str {
     match dialect {
@@ -304,9 +317,9 @@ pub const CHUNK: usize = 500;
 
 /// Multi-row insert of versions into `resource_versions`.
 pub fn insert_versions(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
-    let mut sql = Sql::new(
-        dialect,
-        "INSERT INTO resource_versions \
+    let mut sql = Sql::new(dialect, insert_into(dialect));
+    sql.push(
+        "resource_versions \
          (res_type, id, version_id, last_updated, method, deleted, content) VALUES ",
     );
     sql.rows(versions, |v| {
@@ -326,10 +339,8 @@ pub fn insert_versions(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
 /// Multi-row upsert of the current-version pointers, returning `(res_type, id, rid)` of
 /// each. Keys must be distinct.
 pub fn upsert_current(dialect: Dialect, versions: &[&NewVersion]) -> Sql {
-    let mut sql = Sql::new(
-        dialect,
-        "INSERT INTO resources (res_type, id, version_id, last_updated, deleted) VALUES ",
-    );
+    let mut sql = Sql::new(dialect, insert_into(dialect));
+    sql.push("resources (res_type, id, version_id, last_updated, deleted) VALUES ");
     sql.rows(versions, |v| {
         vec![
             Bind::Text(v.res_type.clone()),
@@ -428,7 +439,7 @@ pub fn value_binds(value: &RowValue) -> Vec<Bind> {
 /// Multi-row insert of index rows `(rid, row)` that all belong to `table`.
 pub fn insert_index_rows(dialect: Dialect, table: IndexTable, rows: &[(i64, &IndexRow)]) -> Sql {
     let columns = index_columns(table);
-    let mut sql = Sql::new(dialect, "INSERT INTO ");
+    let mut sql = Sql::new(dialect, insert_into(dialect));
     sql.push(table.table())
         .push(" (")
         .push(columns)
