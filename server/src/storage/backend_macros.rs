@@ -10,6 +10,84 @@
 /// message SQL lives in `hl7_messages::$hl7`.
 macro_rules! impl_store_tx {
     ($tx:ident, $hl7:ident) => {
+        /// Current versions of `keys` on `conn`, locked (`FOR UPDATE`, PostgreSQL) when
+        /// `lock` ([`StoreTx::current_versions`], [`Store::current_versions`]).
+        async fn current_versions_on(
+            conn: &mut Conn,
+            keys: &[ResourceKey],
+            lock: bool,
+        ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError> {
+            let mut out = HashMap::new();
+            for chunk in keys.chunks(sql::CHUNK) {
+                let rows = query(sql::current_versions(D, chunk, lock))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            StoreError::VersionConflict("locked rows".to_string())
+                        } else {
+                            StoreError::Database(e)
+                        }
+                    })?;
+                for row in rows {
+                    out.insert(
+                        (row.try_get("res_type")?, row.try_get("id")?),
+                        CurrentVersion {
+                            version_id: row.try_get("version_id")?,
+                            deleted: row.try_get("deleted")?,
+                        },
+                    );
+                }
+            }
+            Ok(out)
+        }
+
+        /// Ids of current resources matching `q` on `conn`, at most `limit`.
+        async fn search_ids_on(
+            conn: &mut Conn,
+            q: &SearchQuery,
+            limit: usize,
+        ) -> Result<Vec<String>, StoreError> {
+            let rows = search_query(search_sql::search(D, q, search_sql::Select::Ids, limit))
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?)
+        }
+
+        /// [`StoreTx::search_ids_many`] on `conn`.
+        async fn search_ids_many_on(
+            conn: &mut Conn,
+            queries: &[SearchQuery],
+            limit: usize,
+        ) -> Result<Vec<Vec<String>>, StoreError> {
+            let batch = super::TokenBatch::new(queries);
+            let mut out = vec![Vec::new(); queries.len()];
+            let wanted = batch.wanted(queries);
+            let mut rows: Vec<super::TokenRow> = Vec::new();
+            for chunk in wanted.chunks(sql::TOKEN_LOOKUP_CHUNK) {
+                let found = query(sql::token_lookup(D, chunk))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for row in found {
+                    rows.push((
+                        row.try_get("res_type")?,
+                        row.try_get("param")?,
+                        row.try_get("system")?,
+                        row.try_get("code")?,
+                        row.try_get("id")?,
+                    ));
+                }
+            }
+            batch.assign(queries, &rows, limit, &mut out);
+            for &i in &batch.others {
+                out[i] = search_ids_on(conn, &queries[i], limit).await?;
+            }
+            Ok(out)
+        }
+
         impl $tx {
             async fn flush(&mut self) -> Result<(), StoreError> {
                 if self.queue.is_empty() {
@@ -73,29 +151,7 @@ macro_rules! impl_store_tx {
                 keys: &[ResourceKey],
             ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError> {
                 self.flush().await?;
-                let mut out = HashMap::new();
-                for chunk in keys.chunks(sql::CHUNK) {
-                    let rows = query(sql::current_versions(D, chunk))
-                        .fetch_all(&mut *self.tx)
-                        .await
-                        .map_err(|e| {
-                            if is_unique_violation(&e) {
-                                StoreError::VersionConflict("locked rows".to_string())
-                            } else {
-                                StoreError::Database(e)
-                            }
-                        })?;
-                    for row in rows {
-                        out.insert(
-                            (row.try_get("res_type")?, row.try_get("id")?),
-                            CurrentVersion {
-                                version_id: row.try_get("version_id")?,
-                                deleted: row.try_get("deleted")?,
-                            },
-                        );
-                    }
-                }
-                Ok(out)
+                current_versions_on(&mut self.tx, keys, true).await
             }
 
             async fn read(
@@ -116,13 +172,7 @@ macro_rules! impl_store_tx {
                 limit: usize,
             ) -> Result<Vec<String>, StoreError> {
                 self.flush().await?;
-                let rows = search_query(search_sql::search(D, q, search_sql::Select::Ids, limit))
-                    .fetch_all(&mut *self.tx)
-                    .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .collect::<Result<_, _>>()?)
+                search_ids_on(&mut self.tx, q, limit).await
             }
 
             async fn search_ids_many(
@@ -131,29 +181,7 @@ macro_rules! impl_store_tx {
                 limit: usize,
             ) -> Result<Vec<Vec<String>>, StoreError> {
                 self.flush().await?;
-                let batch = super::TokenBatch::new(queries);
-                let mut out = vec![Vec::new(); queries.len()];
-                let wanted = batch.wanted(queries);
-                let mut rows: Vec<super::TokenRow> = Vec::new();
-                for chunk in wanted.chunks(sql::TOKEN_LOOKUP_CHUNK) {
-                    let found = query(sql::token_lookup(D, chunk))
-                        .fetch_all(&mut *self.tx)
-                        .await?;
-                    for row in found {
-                        rows.push((
-                            row.try_get("res_type")?,
-                            row.try_get("param")?,
-                            row.try_get("system")?,
-                            row.try_get("code")?,
-                            row.try_get("id")?,
-                        ));
-                    }
-                }
-                batch.assign(queries, &rows, limit, &mut out);
-                for &i in &batch.others {
-                    out[i] = self.search_ids(&queries[i], limit).await?;
-                }
-                Ok(out)
+                search_ids_many_on(&mut self.tx, queries, limit).await
             }
 
             fn put(&mut self, version: NewVersion) {
@@ -232,6 +260,23 @@ macro_rules! impl_store {
                     tx,
                     queue: Vec::new(),
                 }))
+            }
+
+            async fn current_versions(
+                &self,
+                keys: &[ResourceKey],
+            ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError> {
+                let mut conn = self.read_pool().acquire().await?;
+                current_versions_on(&mut conn, keys, false).await
+            }
+
+            async fn search_ids_many(
+                &self,
+                queries: &[SearchQuery],
+                limit: usize,
+            ) -> Result<Vec<Vec<String>>, StoreError> {
+                let mut conn = self.read_pool().acquire().await?;
+                search_ids_many_on(&mut conn, queries, limit).await
             }
 
             async fn read(

@@ -46,13 +46,17 @@ pub enum StoreError {
     /// Stored content that does not parse as JSON (should never happen).
     #[error("stored resource is not valid JSON: {0}")]
     Corrupt(String),
+    /// A transaction run ahead on committed data (`crate::interaction::speculate`) asked
+    /// for what only its database transaction can answer; it is run there instead.
+    #[error("cannot be run ahead of its transaction: {0}")]
+    NotSpeculable(&'static str),
 }
 
 /// `(resourceType, id)`: the logical identity of a resource.
 pub type ResourceKey = (String, String);
 
 /// One stored version of a resource, as read back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredVersion {
     /// The resource type, e.g. `Patient`.
     pub res_type: String,
@@ -187,6 +191,18 @@ pub trait Store: Send + Sync {
     fn single_writer(&self) -> bool;
     /// Opens a write transaction. SQLite serialises writers; PostgreSQL locks rows as read.
     async fn begin(&self) -> Result<Box<dyn StoreTx>, StoreError>;
+    /// [`StoreTx::current_versions`] on committed data, outside any transaction (nothing
+    /// locked).
+    async fn current_versions(
+        &self,
+        keys: &[ResourceKey],
+    ) -> Result<HashMap<ResourceKey, CurrentVersion>, StoreError>;
+    /// [`StoreTx::search_ids_many`] on committed data, outside any transaction.
+    async fn search_ids_many(
+        &self,
+        queries: &[SearchQuery],
+        limit: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError>;
     /// The current version of a resource (possibly a delete), or `None` if it never existed.
     async fn read(&self, res_type: &str, id: &str) -> Result<Option<StoredVersion>, StoreError>;
     /// One given version (vread), or `None`.

@@ -22,6 +22,8 @@ use super::{
 use crate::search::SearchQuery;
 
 const D: Dialect = Dialect::Postgres;
+/// The connection type the shared SQL helpers of `backend_macros` run on.
+type Conn = sqlx::PgConnection;
 
 /// Connections in the pool: `MEDIFLOW_DB_MAX_CONNECTIONS`, else 2 × cores + 2. More
 /// backends than that only contend for the same cores: on the 2-core benchmark machine,

@@ -201,14 +201,14 @@ fn push_keys(sql: &mut Sql, keys: &[(String, String)]) {
     }
 }
 
-/// Current versions of several resources, optionally locked (`FOR UPDATE`, PostgreSQL).
-pub fn current_versions(dialect: Dialect, keys: &[(String, String)]) -> Sql {
+/// Current versions of several resources, locked (`FOR UPDATE`, PostgreSQL) when `lock`.
+pub fn current_versions(dialect: Dialect, keys: &[(String, String)], lock: bool) -> Sql {
     let mut sql = Sql::new(
         dialect,
         "SELECT res_type, id, version_id, deleted FROM resources WHERE ",
     );
     push_keys(&mut sql, keys);
-    if dialect == Dialect::Postgres {
+    if lock && dialect == Dialect::Postgres {
         sql.push(" FOR UPDATE");
     }
     sql

@@ -26,6 +26,8 @@ use super::{
 use crate::search::SearchQuery;
 
 const D: Dialect = Dialect::Sqlite;
+/// The connection type the shared SQL helpers of `backend_macros` run on.
+type Conn = sqlx::SqliteConnection;
 
 /// The SQLite store: a single-connection writer pool and a reader pool on one file.
 pub struct SqliteStore {
