@@ -940,6 +940,11 @@ async fn an_idle_connection_is_closed_after_the_timeout(backend: Backend) {
     );
 }
 
+/// Eight connections send results for the same new patient at once: the patient is
+/// created once (`POST` with `ifNoneExist`, R4 http.html#ccreate), never duplicated. On
+/// SQLite each message is run ahead on committed data (`interaction::speculate`), where
+/// every one finds no patient; in the group commit, the replay of all but the first finds
+/// that read changed and runs the message in the transaction instead.
 async fn concurrent_connections_never_duplicate_a_patient(server: Server) {
     let base = sample_message("npm-simple-hl7-3.3.0/oru.hl7");
     let mut tasks = Vec::new();

@@ -15,6 +15,7 @@ pub mod capability;
 pub mod merge;
 pub mod read;
 pub mod search;
+pub mod speculate;
 
 use std::sync::Arc;
 

@@ -46,7 +46,7 @@ use super::outcome::{AckMode, Rejection, commit_ack};
 use crate::auth::audit::Auditor;
 use crate::clock;
 use crate::error::ApiError;
-use crate::interaction::{Context, bundle, merge};
+use crate::interaction::{Context, bundle, merge, speculate};
 use crate::storage::hl7_messages::{Hl7Insert, Hl7MessageRecord, Hl7Status, NewHl7Message};
 use crate::storage::{StoreError, StoreTx};
 
@@ -498,7 +498,8 @@ impl Processor {
     /// One run of [`Processor::try_apply`]'s transaction: [`attempt_on`] in a transaction
     /// of its own, committed when the message was applied.
     async fn attempt(&self, work: &Work) -> Result<Attempt, Rejection> {
-        let prepared = bundle::prepare_transaction(&self.ctx, work.bundle.clone())?;
+        let prepared =
+            Ahead::Prepared(bundle::prepare_transaction(&self.ctx, work.bundle.clone())?);
         let mut tx = self.ctx.store.begin().await.map_err(ApiError::from)?;
         let audit = self.auditor.is_some();
         let attempt = attempt_on(&self.ctx, audit, tx.as_mut(), work, prepared).await?;
@@ -517,7 +518,8 @@ impl Processor {
 
     /// Applies a parsed message and records its outcome, like
     /// [`Processor::run_recorded`], but in a group commit when it can ([`Groups`]): the
-    /// message's Bundle is mapped and prepared here, then applied by a group with the
+    /// message's Bundle is mapped and run ahead here ([`speculate`]; else prepared), then
+    /// applied by a group with the
     /// messages that arrived meanwhile. A message the group could not apply (an error, a
     /// lock it did not hold, a conflict, a failed commit) runs again alone.
     async fn run_grouped(
@@ -531,11 +533,18 @@ impl Processor {
         };
         let grouped = async {
             let work = Work::new(message, &self.mapping, &self.locks, row, new.clone()).ok()?;
-            let prepared = bundle::prepare_transaction(&self.ctx, work.bundle.clone()).ok()?;
+            // Run ahead here, on this connection's task, so the group's lane (which holds
+            // the one writer) only checks the reads and queues the writes.
+            let ahead = match speculate::speculate(&self.ctx, work.bundle.clone(), false).await {
+                Some(speculation) => Ahead::Speculated(speculation),
+                None => Ahead::Prepared(
+                    bundle::prepare_transaction(&self.ctx, work.bundle.clone()).ok()?,
+                ),
+            };
             let (reply, answer) = oneshot::channel();
             groups.submit(Member {
                 work,
-                prepared: Some(prepared),
+                ahead: Some(ahead),
                 reply,
             });
             answer.await.ok()
@@ -689,14 +698,15 @@ impl Work {
 
 /// Applies `work` inside `tx`, which the caller commits when this returns
 /// [`Attempt::Done`] with [`Applied::Done`] (and otherwise rolls back): the row insert
-/// (when `work.row` is `None`; a duplicate MSH-10 stops here), the transaction Bundle, the
-/// A40 reference moves, the AuditEvent facts (when `audit`) and the status `processed`.
+/// (when `work.row` is `None`; a duplicate MSH-10 stops here), the transaction Bundle (run
+/// ahead: replayed, or run here when a read changed; prepared: run here), the A40
+/// reference moves, the AuditEvent facts (when `audit`) and the status `processed`.
 async fn attempt_on(
     ctx: &Context,
     audit: bool,
     tx: &mut dyn StoreTx,
     work: &Work,
-    prepared: bundle::PreparedTransaction,
+    ahead: Ahead,
 ) -> Result<Attempt, Rejection> {
     let id = match work.row {
         Some(id) => id,
@@ -712,7 +722,17 @@ async fn attempt_on(
             Hl7Insert::Duplicate(r) => r.summary.id,
         },
     };
-    let response = bundle::run_transaction(ctx, tx, prepared, false).await?;
+    let response = match ahead {
+        Ahead::Prepared(prepared) => bundle::run_transaction(ctx, tx, prepared, false).await?,
+        Ahead::Speculated(speculation) => match speculate::replay(tx, speculation).await? {
+            Some(response) => response,
+            // A read changed since the run ahead: run the transaction here.
+            None => {
+                let prepared = bundle::prepare_transaction(ctx, work.bundle.clone())?;
+                bundle::run_transaction(ctx, tx, prepared, false).await?
+            }
+        },
+    };
     if work.merge {
         for (prior, survivor) in merged_patients(&work.bundle, &response) {
             merge::move_patient_references(ctx, tx, &prior, &survivor).await?;
@@ -761,14 +781,23 @@ async fn attempt_on(
     })
 }
 
-/// A message waiting for a group commit: its work, its prepared Bundle (taken by a run of
-/// the group; prepared again from `work.bundle` for a second run, `None` if that failed),
-/// and where to send what became of it (dropped unsent when the group did not apply it:
-/// it runs alone).
+/// A message waiting for a group commit: its work, its Bundle run ahead or prepared (taken
+/// by a run of the group; prepared again from `work.bundle` for a second run, `None` if
+/// that failed), and where to send what became of it (dropped unsent when the group did
+/// not apply it: it runs alone).
 struct Member {
     work: Work,
-    prepared: Option<bundle::PreparedTransaction>,
+    ahead: Option<Ahead>,
     reply: oneshot::Sender<Applied>,
+}
+
+/// A message's transaction Bundle made ready outside the database transaction.
+enum Ahead {
+    /// Prepared ([`bundle::prepare_transaction`]), to run in the transaction.
+    Prepared(bundle::PreparedTransaction),
+    /// Run ahead on committed data ([`speculate::speculate`]), to replay in the
+    /// transaction, or to run there if a read changed meanwhile.
+    Speculated(speculate::Speculation),
 }
 
 /// How a run of a group keeps its members apart ([`Groups::apply`]).
@@ -895,9 +924,10 @@ impl Groups {
             "MLLP: group undone; running it again with savepoints"
         );
         for member in &mut group {
-            if member.prepared.is_none() {
-                member.prepared =
-                    bundle::prepare_transaction(&self.ctx, member.work.bundle.clone()).ok();
+            if member.ahead.is_none() {
+                member.ahead = bundle::prepare_transaction(&self.ctx, member.work.bundle.clone())
+                    .ok()
+                    .map(Ahead::Prepared);
             }
         }
         self.apply(group, Isolation::Savepoints).await;
@@ -919,7 +949,7 @@ impl Groups {
         let mut applied: Vec<(usize, Applied)> = Vec::new();
         let mut remember: Vec<String> = Vec::new();
         for (i, member) in group.iter_mut().enumerate() {
-            let Some(prepared) = member.prepared.take() else {
+            let Some(prepared) = member.ahead.take() else {
                 // Its Bundle did not prepare again: it runs alone, which reports why.
                 continue;
             };
