@@ -105,6 +105,16 @@ impl Sink {
         })
     }
 
+    /// Ends a load into a database: gathers planner statistics ([`crate::storage::Store::analyze`]:
+    /// a bulk load leaves PostgreSQL without them until autovacuum runs, and plans searches
+    /// over the new rows blind). Nothing to do for a remote server, which keeps its own.
+    pub async fn finish(&self) -> Result<(), crate::storage::StoreError> {
+        match self {
+            Sink::Direct(ctx) => ctx.store.analyze().await,
+            Sink::Remote { .. } => Ok(()),
+        }
+    }
+
     /// Processes one transaction or batch Bundle. Returns the number of resources written
     /// and, for a batch, the failed entries.
     pub async fn submit(&self, bundle_json: Value) -> Result<(usize, Vec<UnitError>), UnitError> {
@@ -377,11 +387,7 @@ pub async fn run(
         bar.set_message(format!("{} resources, {rate:.0}/s", summary.resources));
     }
     bar.finish_and_clear();
-    if let Sink::Direct(ctx) = &sink {
-        // Statistics for the planner: a bulk load leaves PostgreSQL without them until
-        // autovacuum runs (see `Store::analyze`).
-        ctx.store.analyze().await?;
-    }
+    sink.finish().await?;
     summary.elapsed = start.elapsed();
     print_summary(&summary);
     if defer_index {
