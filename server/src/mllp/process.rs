@@ -519,9 +519,9 @@ impl Processor {
     /// Applies a parsed message and records its outcome, like
     /// [`Processor::run_recorded`], but in a group commit when it can ([`Groups`]): the
     /// message's Bundle is mapped and run ahead here ([`speculate`]; else prepared), then
-    /// applied by a group with the
-    /// messages that arrived meanwhile. A message the group could not apply (an error, a
-    /// lock it did not hold, a conflict, a failed commit) runs again alone.
+    /// applied by a group with the messages that arrived meanwhile. A message the group
+    /// could not apply (an error, a lock it did not hold, a conflict, a failed commit) runs
+    /// again alone.
     async fn run_grouped(
         &self,
         row: Option<i64>,
@@ -819,20 +819,22 @@ enum Isolation {
 /// first without savepoints ([`Isolation::Optimistic`]); if a member cannot be applied the
 /// whole transaction is rolled back and the group runs again with each member inside a
 /// savepoint of its own ([`Isolation::Savepoints`]), so that one message's error undoes
-/// only that message, which then runs alone. Each message still gets its ACK only after the commit that holds its
-/// writes (HL7 v2.5.1 section 2.9.2, original mode), and a message is still never
-/// half-applied. What is saved is per-commit work: SQLite writes each changed page to the
-/// WAL once per commit, and the pages an ORU^R01 changes (the index tables' hot leaves,
-/// `hl7_messages`) are mostly the same from one message to the next.
+/// only that message, which then runs alone. Each message still gets its ACK only after
+/// the commit that holds its writes (HL7 v2.5.1 section 2.9.2, original mode), and a
+/// message is still never half-applied. What is saved is per-commit work: SQLite writes
+/// each changed page to the WAL once per commit, and the pages an ORU^R01 changes (the
+/// index tables' hot leaves, `hl7_messages`) are mostly the same from one message to the
+/// next.
 ///
 /// One group runs at a time (SQLite has one writer anyway) and holds up to [`MAX_GROUP`]
 /// messages. With one message in flight a group is that one message: nothing waits for
 /// company.
 ///
-/// Only on a store with one writer ([`crate::storage::Store::single_writer`], SQLite). On PostgreSQL each message keeps its own transaction: there the writers
-/// run in parallel, and one transaction per group serialised them and held the row locks
-/// they share (the patient's, locked by the no-op update of every ORU^R01 for the same
-/// patient) across the whole group: 185 against 270 messages/s in `bench mllp`.
+/// Only on a store with one writer ([`crate::storage::Store::single_writer`], SQLite).
+/// On PostgreSQL each message keeps its own transaction: there the writers run in
+/// parallel, and one transaction per group serialised them and held the row locks they
+/// share (the patient's, locked by the no-op update of every ORU^R01 for the same patient)
+/// across the whole group: 185 against 270 messages/s in `bench mllp`.
 struct Groups {
     ctx: Context,
     locks: Arc<KeyedLocks>,
