@@ -498,11 +498,10 @@ impl Processor {
     /// One run of [`Processor::try_apply`]'s transaction: [`attempt_on`] in a transaction
     /// of its own, committed when the message was applied.
     async fn attempt(&self, work: &Work) -> Result<Attempt, Rejection> {
-        let prepared =
-            Ahead::Prepared(bundle::prepare_transaction(&self.ctx, work.bundle.clone())?);
+        let ahead = Ahead::Prepared(bundle::prepare_transaction(&self.ctx, work.bundle.clone())?);
         let mut tx = self.ctx.store.begin().await.map_err(ApiError::from)?;
         let audit = self.auditor.is_some();
-        let attempt = attempt_on(&self.ctx, audit, tx.as_mut(), work, prepared).await?;
+        let attempt = attempt_on(&self.ctx, audit, tx.as_mut(), work, ahead).await?;
         if let Attempt::Done {
             applied: Applied::Done { .. },
             remember,
@@ -951,22 +950,21 @@ impl Groups {
         let mut applied: Vec<(usize, Applied)> = Vec::new();
         let mut remember: Vec<String> = Vec::new();
         for (i, member) in group.iter_mut().enumerate() {
-            let Some(prepared) = member.ahead.take() else {
+            let Some(ahead) = member.ahead.take() else {
                 // Its Bundle did not prepare again: it runs alone, which reports why.
                 continue;
             };
             if savepoints && tx.savepoint().await.is_err() {
                 return None;
             }
-            let done = match attempt_on(&self.ctx, self.audit, tx.as_mut(), &member.work, prepared)
-                .await
-            {
-                Ok(Attempt::Done {
-                    applied: done @ Applied::Done { .. },
-                    remember: keys,
-                }) => Some((done, keys)),
-                _ => None,
-            };
+            let done =
+                match attempt_on(&self.ctx, self.audit, tx.as_mut(), &member.work, ahead).await {
+                    Ok(Attempt::Done {
+                        applied: done @ Applied::Done { .. },
+                        remember: keys,
+                    }) => Some((done, keys)),
+                    _ => None,
+                };
             let kept = match (done, savepoints) {
                 (Some(done), false) => Some(done),
                 (Some(done), true) => tx.release_savepoint().await.ok().map(|()| done),

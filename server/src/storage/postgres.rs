@@ -100,7 +100,7 @@ impl_sql_helpers!(Postgres, PgArguments, PgRow);
 /// statement instead of one per table saves the round trips of a small flush (an HL7
 /// message writes rows into five tables).
 async fn write_index_tables(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut Conn,
     tables: &[(crate::search::IndexTable, Vec<(i64, &super::IndexRow)>)],
 ) -> Result<(), sqlx::Error> {
     let mut arrays: Vec<ColumnArray> = Vec::new();

@@ -133,7 +133,7 @@ impl_sql_helpers!(Sqlite, SqliteArguments, SqliteRow);
 /// Writes the index rows of a flush: per table, multi-row `INSERT`s of at most
 /// [`sql::CHUNK`] rows.
 async fn write_index_tables(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut Conn,
     tables: &[(crate::search::IndexTable, Vec<(i64, &super::IndexRow)>)],
 ) -> Result<(), sqlx::Error> {
     for (table, rows) in tables {
