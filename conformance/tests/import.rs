@@ -199,15 +199,17 @@ async fn import_into_database_loads_bundles_and_ndjson(backend: Backend) {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_summary_counts(&out, 8);
     if backend == Backend::Postgres {
-        // The import ends with ANALYZE: the tables it loaded have planner statistics
-        // (`pg_class.reltuples` is -1 for a table never analysed or vacuumed, PostgreSQL
-        // 14+, docs/15/catalog-pg-class.html).
+        // The import ends with VACUUM (ANALYZE): the tables it loaded have planner
+        // statistics (`pg_class.reltuples` is -1 for a table never analysed or vacuumed,
+        // PostgreSQL 14+, docs/15/catalog-pg-class.html) and pages marked all-visible in
+        // the visibility map, which index-only scans need (`relallvisible`, set by VACUUM).
         use sqlx::Connection;
         let mut conn = sqlx::postgres::PgConnection::connect(db.url())
             .await
             .expect("connect");
-        let reltuples: f32 = sqlx::query_scalar(
-            "SELECT reltuples FROM pg_class WHERE relname = 'search_token' AND relkind = 'r'",
+        let (reltuples, relallvisible): (f32, i32) = sqlx::query_as(
+            "SELECT reltuples, relallvisible FROM pg_class \
+             WHERE relname = 'search_token' AND relkind = 'r'",
         )
         .fetch_one(&mut conn)
         .await
@@ -215,6 +217,10 @@ async fn import_into_database_loads_bundles_and_ndjson(backend: Backend) {
         assert!(
             reltuples > 0.0,
             "search_token analysed: reltuples {reltuples}"
+        );
+        assert!(
+            relallvisible > 0,
+            "search_token vacuumed: relallvisible {relallvisible}"
         );
         let _ = conn.close().await;
     }

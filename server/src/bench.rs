@@ -226,7 +226,7 @@ async fn bench_import(
     let analyzed = Instant::now();
     sink.finish().await?;
     println!(
-        "imported {done} resources in {secs:.2} s: {:.0} resources/s; {failures} failed bundles; peak RSS {} MiB; ANALYZE {:.2} s",
+        "imported {done} resources in {secs:.2} s: {:.0} resources/s; {failures} failed bundles; peak RSS {} MiB; VACUUM/ANALYZE {:.2} s",
         done as f64 / secs,
         peak_rss_kib().map_or("?".to_string(), |k| (k / 1024).to_string()),
         analyzed.elapsed().as_secs_f64()

@@ -105,12 +105,12 @@ impl Sink {
         })
     }
 
-    /// Ends a load into a database: gathers planner statistics ([`crate::storage::Store::analyze`]:
-    /// a bulk load leaves PostgreSQL without them until autovacuum runs, and plans searches
-    /// over the new rows blind). Nothing to do for a remote server, which keeps its own.
+    /// Ends a load into a database ([`crate::storage::Store::finish_bulk_load`]: planner
+    /// statistics and, on PostgreSQL, the visibility map, which a bulk load leaves unset
+    /// until autovacuum runs). Nothing to do for a remote server, which keeps its own.
     pub async fn finish(&self) -> Result<(), crate::storage::StoreError> {
         match self {
-            Sink::Direct(ctx) => ctx.store.analyze().await,
+            Sink::Direct(ctx) => ctx.store.finish_bulk_load().await,
             Sink::Remote { .. } => Ok(()),
         }
     }

@@ -439,9 +439,12 @@ macro_rules! impl_store {
                 Ok(row.map(|r| r.try_get("value")).transpose()?)
             }
 
-            async fn analyze(&self) -> Result<(), StoreError> {
+            async fn finish_bulk_load(&self) -> Result<(), StoreError> {
                 if D == Dialect::Postgres {
-                    sqlx::raw_sql("ANALYZE").execute(self.write_pool()).await?;
+                    // Not in a transaction block: VACUUM refuses to run in one.
+                    sqlx::raw_sql("VACUUM (ANALYZE)")
+                        .execute(self.write_pool())
+                        .await?;
                 }
                 Ok(())
             }
