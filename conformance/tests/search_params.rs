@@ -571,6 +571,23 @@ async fn chained_search_one_and_two_hops(server: Server) {
         ],
     )
     .await;
+    // Paged one at a time (search.html#paging), a chain's matches come once each, in the
+    // order of one page, though they refer to two patients (p2: o3, o5; p3: o4): PostgreSQL
+    // reads at most a page of referring rows per matching patient.
+    assert_eq!(
+        ordered(&server, "Observation?subject:Patient.name=smi&_count=1").await,
+        ["o3", "o4", "o5"]
+    );
+    let first = server
+        .read("Observation?subject:Patient.name=smi&_count=1")
+        .await;
+    let second = server.read(&bundle_link(&first, "next").unwrap()).await;
+    let third = server.read(&bundle_link(&second, "next").unwrap()).await;
+    assert_eq!(entries(&third)[0]["resource"]["id"], "o5");
+    let back = server
+        .read(&bundle_link(&third, "previous").expect("previous link"))
+        .await;
+    assert_eq!(entries(&back)[0]["resource"]["id"], "o4");
 }
 
 /// search.html#has: `_has:Type:ref:param=value` finds resources referenced from matching

@@ -49,9 +49,35 @@ pub fn sort_value_kind(by: &SortBy) -> SortValueKind {
 struct Compiler {
     sql: Sql,
     next_alias: usize,
+    /// Whether the next correlated probe is closed with `OFFSET 0` (PostgreSQL; see
+    /// [`candidates`]). Probes nested inside a fenced one are not fenced.
+    fence_probes: bool,
 }
 
 impl Compiler {
+    fn new(dialect: Dialect, head: &str) -> Self {
+        Compiler {
+            sql: Sql::new(dialect, head),
+            next_alias: 0,
+            fence_probes: false,
+        }
+    }
+
+    /// Opens a probe's fence: whether this probe is fenced ([`Compiler::fence_probes`]),
+    /// switched off for the probes nested in it until [`Compiler::close_probe`].
+    fn open_fence(&mut self) -> bool {
+        std::mem::take(&mut self.fence_probes)
+    }
+
+    /// `[ OFFSET 0])` closing a probe opened with `fence` from [`Compiler::open_fence`].
+    fn close_probe(&mut self, fence: bool) {
+        if fence {
+            self.push(" OFFSET 0");
+        }
+        self.push(")");
+        self.fence_probes = fence;
+    }
+
     fn alias(&mut self, prefix: &str) -> String {
         self.next_alias += 1;
         format!("{prefix}{}", self.next_alias)
@@ -272,6 +298,49 @@ impl Compiler {
         self.push(")");
     }
 
+    /// `(SELECT t.id … <inner>) g CROSS JOIN LATERAL (SELECT x.rid AS rid FROM
+    /// search_reference x WHERE x.target_id = g.id AND <keys, target_type> [AND past the
+    /// cursor] ORDER BY x.rid LIMIT limit)`, to be aliased by the caller: the first `limit`
+    /// referring rows (in page order) of each `target_type` resource matching `inner`
+    /// (PostgreSQL; see [`candidates`]).
+    fn chain_per_target(
+        &mut self,
+        keys: &[ParamKey],
+        target_type: &str,
+        inner: &SearchParam,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) {
+        let t = self.alias("r");
+        let x = self.alias("x");
+        self.push(&format!(
+            "(SELECT {t}.id FROM resources {t} WHERE {t}.res_type = "
+        ))
+        .text(target_type)
+        .push(&format!(" AND {t}.deleted = "))
+        .bind(Bind::Bool(false))
+        .push(" AND ");
+        self.param(&t, Some(target_type), inner, false);
+        self.push(&format!(
+            ") g CROSS JOIN LATERAL (SELECT {x}.rid AS rid FROM search_reference {x} \
+             WHERE {x}.target_id = g.id AND {x}.param"
+        ));
+        self.key_list(keys);
+        self.push(&format!(" AND {x}.target_type = "))
+            .text(target_type);
+        let backward = cursor.is_some_and(|cur| cur.backward);
+        if let Some(cursor) = cursor {
+            self.push(&format!(" AND {x}.rid "))
+                .push(if backward { "< " } else { "> " })
+                .bind(Bind::Int(cursor.rid));
+        }
+        self.push(&format!(" ORDER BY {x}.rid"))
+            .push(if backward { " DESC" } else { " ASC" })
+            .push(" LIMIT ")
+            .bind(Bind::Int(limit as i64))
+            .push(")");
+    }
+
     /// The condition of one parameter on the resources alias `a` (whose type is `res_type`
     /// when known); `filter` selects the correlated `EXISTS` form (see [`Compiler::params`]).
     fn param(&mut self, a: &str, res_type: Option<&str>, p: &SearchParam, filter: bool) {
@@ -310,9 +379,10 @@ impl Compiler {
             } => {
                 let x = self.alias("x");
                 let equality = values.iter().all(full_equality);
+                let fence = self.open_fence();
                 self.probe(a, table.table(), &x, *negate, equality);
                 self.match_body(&x, keys, values);
-                self.push(")");
+                self.close_probe(fence);
             }
             SearchParam::Missing {
                 table,
@@ -320,13 +390,15 @@ impl Compiler {
                 missing,
             } => {
                 let x = self.alias("x");
+                let fence = self.open_fence();
                 self.probe(a, table.table(), &x, *missing, false);
                 self.push(&x).push(".param");
                 self.key_list(keys);
-                self.push(")");
+                self.close_probe(fence);
             }
             SearchParam::Composite { components, values } => {
                 let (from, aliases) = self.composite_from(components);
+                let fence = self.open_fence();
                 self.push(&format!(
                     "EXISTS (SELECT 1 FROM {from} WHERE {}.rid = {a}.rid AND ",
                     aliases[0]
@@ -335,7 +407,7 @@ impl Compiler {
                     self.push("+");
                 }
                 self.composite_body(components, &aliases, values);
-                self.push(")");
+                self.close_probe(fence);
             }
             SearchParam::Chain {
                 keys,
@@ -343,9 +415,10 @@ impl Compiler {
                 inner,
             } => {
                 let x = self.alias("x");
+                let fence = self.open_fence();
                 self.probe(a, "search_reference", &x, false, false);
                 self.chain_body(&x, keys, target_type, inner);
-                self.push(")");
+                self.close_probe(fence);
             }
             SearchParam::Has {
                 source_type,
@@ -354,6 +427,7 @@ impl Compiler {
             } => {
                 let x = self.alias("x");
                 let s = self.alias("r");
+                let fence = self.open_fence();
                 if filter {
                     self.push(&format!(
                         "EXISTS (SELECT 1 FROM search_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid WHERE {x}.target_id = {a}.id AND {x}.param"
@@ -387,10 +461,10 @@ impl Compiler {
                 // 0` keeps it a correlated probe that stops at the first referrer, so a page
                 // of candidates walked in rid order is answered in ~1.5 ms (PostgreSQL
                 // planner: `simplify_EXISTS_query` gives up on a query with an OFFSET).
-                if filter && self.sql.dialect() == Dialect::Postgres {
+                if filter && self.sql.dialect() == Dialect::Postgres && !fence {
                     self.push(" OFFSET 0");
                 }
-                self.push(")");
+                self.close_probe(fence);
             }
             SearchParam::Or(list) => {
                 self.push("(");
@@ -848,14 +922,61 @@ fn by_rid_only(p: &SearchParam) -> bool {
 
 /// `SELECT DISTINCT k.rid AS rid FROM (<driver's index rows>) k WHERE <the other
 /// parameters, probed by k.rid>` (see [`pushdown`]); with a cursor, only rids past it.
-fn candidates(c: &mut Compiler, q: &SearchQuery, driver: usize, cursor: Option<&Cursor>) {
-    c.push("SELECT DISTINCT k.rid AS rid FROM (");
-    c.rid_select(&q.params[driver]);
-    c.push(") k WHERE ");
+///
+/// On PostgreSQL, when the driver is a reference to one resource (selectivity ≤ 1: a
+/// patient's observations, tens to hundreds of rows), the driver sub-select and each probe
+/// end with `OFFSET 0`, which keeps the planner from pulling them up into joins (PostgreSQL
+/// planner: `is_simple_subquery` and `simplify_EXISTS_query` give up on a query with an
+/// OFFSET). Without the fence the plan depended on the statistics sample: reference and
+/// token values are correlated with their parameter, so `(param, target_id)` was estimated
+/// at ~20,000 rows for 80 and `(param, system, code)` at ~800 for 44,863, and some samples
+/// turned `Observation?patient&code&date` into a hash semi-join over every body weight
+/// (0.1–2.6 s at 1M resources instead of ~1 ms; docs/performance/2026-12-06-run-ahead.md).
+/// Fenced, the driver's rows are collected first and each is probed through the owner
+/// indexes, whatever the estimates.
+///
+/// A page (`limit` given) of a PostgreSQL query whose only parameter is a chain takes at
+/// most `limit` rows per target resource, each target's rows read in rid order from
+/// `search_reference_target` (`LATERAL … ORDER BY rid LIMIT n`): the page's rids are
+/// among them, and the rest of each target's rows are never read. `Observation?subject:
+/// Patient.name=…` at 1M resources: 91 patients, 8,736 reference rows collected and sorted
+/// before, 1,911 with this (4.4 → 2.5 ms on the server).
+fn candidates(
+    c: &mut Compiler,
+    q: &SearchQuery,
+    driver: usize,
+    cursor: Option<&Cursor>,
+    limit: Option<usize>,
+) {
+    let fence = c.sql.dialect() == Dialect::Postgres && selectivity(&q.params[driver]) <= 1;
+    c.push("SELECT DISTINCT k.rid AS rid FROM ");
+    match (&q.params[driver], limit) {
+        (
+            SearchParam::Chain {
+                keys,
+                target_type,
+                inner,
+            },
+            Some(limit),
+        ) if q.params.len() == 1 && c.sql.dialect() == Dialect::Postgres => {
+            c.chain_per_target(keys, target_type, inner, cursor, limit);
+        }
+        _ => {
+            c.push("(");
+            c.rid_select(&q.params[driver]);
+            if fence {
+                c.push(" OFFSET 0");
+            }
+            c.push(")");
+        }
+    }
+    c.push(" k WHERE ");
     let res_type = Some(q.res_type.as_str());
     for (j, p) in q.params.iter().enumerate() {
         if j != driver {
+            c.fence_probes = fence;
             c.param("k", res_type, p, true);
+            c.fence_probes = false;
             c.push(" AND ");
         }
     }
@@ -905,28 +1026,47 @@ fn can_drive(p: &SearchParam) -> bool {
 /// driving sub-select without table statistics: ids and references to one resource first,
 /// then codes and exact strings, prefixes, composites, chains, and ranges last.
 fn selectivity(p: &SearchParam) -> u8 {
-    match p {
-        SearchParam::Id(_) | SearchParam::Resource { .. } => 0,
-        SearchParam::Match { values, .. } => values
-            .iter()
-            .map(|c| match c {
-                Criterion::Reference { .. } | Criterion::ReferenceUrl(_) => 1,
-                Criterion::Token(m) if m.value.is_some() => 2,
-                Criterion::StringExact(_) | Criterion::UriExact(_) => 2,
-                Criterion::StringStarts(s) if s.chars().count() >= 3 => 3,
-                Criterion::StringStarts(_) | Criterion::StringContains(_) => 5,
-                Criterion::UriBelow(_) | Criterion::UriAbove(_) => 4,
-                Criterion::Token(_) => 6,
-                Criterion::Date(_) | Criterion::Number(_) | Criterion::Quantity { .. } => 7,
-            })
-            .max()
-            .unwrap_or(9),
-        SearchParam::Composite { .. } => 3,
-        SearchParam::Chain { inner, .. } | SearchParam::Has { inner, .. } => {
-            4.max(selectivity(inner))
-        }
-        SearchParam::Or(list) => list.iter().map(selectivity).max().unwrap_or(9),
-        SearchParam::LastUpdated(_) | SearchParam::Missing { .. } => 9,
+    // The rank is the largest over the parameter's tree: an OR matches as many as its
+    // broadest member, a chain or `_has` at least 4. Walked with a stack, not by recursion:
+    // rustc 1.95's release build miscompiled the recursive form (a reference ranked 1
+    // compared greater than 1 in its callers; see
+    // `selectivity_ranks_a_reference_below_a_code`).
+    let mut rank = 0;
+    let mut pending = vec![p];
+    while let Some(p) = pending.pop() {
+        let here = match p {
+            SearchParam::Id(_) | SearchParam::Resource { .. } => 0,
+            SearchParam::Match { values, .. } => {
+                values.iter().map(criterion_selectivity).max().unwrap_or(9)
+            }
+            SearchParam::Composite { .. } => 3,
+            SearchParam::Chain { inner, .. } | SearchParam::Has { inner, .. } => {
+                pending.push(inner);
+                4
+            }
+            SearchParam::Or(list) if list.is_empty() => 9,
+            SearchParam::Or(list) => {
+                pending.extend(list.iter());
+                0
+            }
+            SearchParam::LastUpdated(_) | SearchParam::Missing { .. } => 9,
+        };
+        rank = rank.max(here);
+    }
+    rank
+}
+
+/// The rank of one value of a parameter (see [`selectivity`]).
+fn criterion_selectivity(c: &Criterion) -> u8 {
+    match c {
+        Criterion::Reference { .. } | Criterion::ReferenceUrl(_) => 1,
+        Criterion::Token(m) if m.value.is_some() => 2,
+        Criterion::StringExact(_) | Criterion::UriExact(_) => 2,
+        Criterion::StringStarts(s) if s.chars().count() >= 3 => 3,
+        Criterion::StringStarts(_) | Criterion::StringContains(_) => 5,
+        Criterion::UriBelow(_) | Criterion::UriAbove(_) => 4,
+        Criterion::Token(_) => 6,
+        Criterion::Date(_) | Criterion::Number(_) | Criterion::Quantity { .. } => 7,
     }
 }
 
@@ -978,10 +1118,7 @@ fn push_where(c: &mut Compiler, q: &SearchQuery) {
 /// [`Select::Rows`] pages `resources` alone in a sub-select and joins `resource_versions`
 /// to the page's rows only (not to every candidate before the sort).
 pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -> Sql {
-    let mut c = Compiler {
-        sql: Sql::new(dialect, "SELECT "),
-        next_alias: 0,
-    };
+    let mut c = Compiler::new(dialect, "SELECT ");
     let backward = q.cursor.as_ref().is_some_and(|cur| cur.backward);
     if let Some(driver) = pushdown(dialect, q) {
         // The page's rids straight from the index rows, in index (rid) order, stopping
@@ -992,7 +1129,7 @@ pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -
             Select::Rows => super::sql::version_columns(dialect),
         });
         c.push(", r.rid AS rid FROM (");
-        candidates(&mut c, q, driver, q.cursor.as_ref());
+        candidates(&mut c, q, driver, q.cursor.as_ref(), Some(limit));
         c.push(" ORDER BY k.rid").push(direction);
         c.push(" LIMIT ").bind(Bind::Int(limit as i64));
         c.push(") p JOIN resources r ON r.rid = p.rid");
@@ -1077,19 +1214,13 @@ pub fn search(dialect: Dialect, q: &SearchQuery, select: Select, limit: usize) -
 pub fn count(dialect: Dialect, q: &SearchQuery) -> Sql {
     if let Some(driver) = pushdown(dialect, q) {
         // Counted from the index rows alone (see [`pushdown`]).
-        let mut c = Compiler {
-            sql: Sql::new(dialect, "SELECT COUNT(*) AS n FROM ("),
-            next_alias: 0,
-        };
+        let mut c = Compiler::new(dialect, "SELECT COUNT(*) AS n FROM (");
         // Every match, whatever page the query is on.
-        candidates(&mut c, q, driver, None);
+        candidates(&mut c, q, driver, None, None);
         c.push(") p");
         return c.sql;
     }
-    let mut c = Compiler {
-        sql: Sql::new(dialect, "SELECT COUNT(*) AS n FROM resources r"),
-        next_alias: 0,
-    };
+    let mut c = Compiler::new(dialect, "SELECT COUNT(*) AS n FROM resources r");
     push_where(&mut c, q);
     c.sql
 }
@@ -1097,10 +1228,7 @@ pub fn count(dialect: Dialect, q: &SearchQuery) -> Sql {
 /// The resources an `_include`/`_revinclude` adds for the resources `from`
 /// (`(res_type, id)` pairs), current and not deleted, at most `limit` rows.
 pub fn include(dialect: Dialect, inc: &Include, from: &[(String, String)], limit: usize) -> Sql {
-    let mut c = Compiler {
-        sql: Sql::new(dialect, "SELECT DISTINCT "),
-        next_alias: 0,
-    };
+    let mut c = Compiler::new(dialect, "SELECT DISTINCT ");
     c.push(super::sql::version_columns(dialect));
     if inc.reverse {
         // Resources of source_type whose reference parameter points at one of `from`.
@@ -1215,6 +1343,69 @@ mod tests {
             text.contains("EXISTS (SELECT 1 FROM search_quantity"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn selectivity_ranks_a_reference_below_a_code() {
+        // rustc 1.95 in release builds miscompiled the recursive form of `selectivity`:
+        // this held in debug builds and failed under `cargo test --release`.
+        let q = query(
+            "Observation",
+            &[
+                ("patient", "Patient/p1"),
+                ("code", "http://loinc.org|29463-7"),
+                ("subject:Patient.name", "smi"),
+                ("date", "ge2019,le2010"),
+            ],
+        );
+        let ranks: Vec<u8> = q.params.iter().map(selectivity).collect();
+        assert_eq!(ranks, [1, 2, 4, 7], "{q:?}");
+        assert!(selectivity(&q.params[0]) <= 1);
+        assert_eq!(driver(&q.params), Some(0));
+    }
+
+    #[test]
+    fn postgres_fences_a_reference_driver_and_its_probes() {
+        let q = query(
+            "Observation",
+            &[
+                ("patient", "Patient/p1"),
+                ("code", "http://loinc.org|29463-7"),
+                ("date", "ge2019"),
+            ],
+        );
+        let (text, _) = search(Dialect::Postgres, &q, Select::Rows, 21).finish();
+        // The driver sub-select and both probes, and nothing else.
+        assert_eq!(text.matches(" OFFSET 0)").count(), 3, "{text}");
+        assert!(
+            text.contains("FROM search_reference x1 WHERE x1.param"),
+            "the reference drives: {text}"
+        );
+        let (text, _) = search(Dialect::Sqlite, &q, Select::Rows, 21).finish();
+        assert!(!text.contains("OFFSET"), "{text}");
+        // A code driver keeps PostgreSQL's own choice of plan.
+        let q = query(
+            "Observation",
+            &[
+                ("code", "http://loinc.org|29463-7"),
+                ("value-quantity", "gt100"),
+            ],
+        );
+        let (text, _) = search(Dialect::Postgres, &q, Select::Rows, 21).finish();
+        assert!(!text.contains("OFFSET"), "{text}");
+    }
+
+    #[test]
+    fn postgres_pages_a_lone_chain_per_target() {
+        let q = query("Observation", &[("subject:Patient.name", "smi")]);
+        let (text, _) = search(Dialect::Postgres, &q, Select::Ids, 21).finish();
+        assert!(text.contains(") g CROSS JOIN LATERAL (SELECT x"), "{text}");
+        assert!(text.contains("ORDER BY x2.rid ASC LIMIT $"), "{text}");
+        // Counts read every row; SQLite has no LATERAL.
+        let (text, _) = count(Dialect::Postgres, &q).finish();
+        assert!(!text.contains("LATERAL"), "{text}");
+        let (text, _) = search(Dialect::Sqlite, &q, Select::Ids, 21).finish();
+        assert!(!text.contains("LATERAL"), "{text}");
     }
 
     #[test]
