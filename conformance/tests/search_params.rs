@@ -23,6 +23,7 @@ server_tests!(
     reference_search_forms,
     missing_modifier_on_several_types,
     chained_search_one_and_two_hops,
+    chain_pages_count_a_resource_once_per_target,
     reverse_chaining_with_has,
     include_revinclude_and_iterate,
     sort_orders_and_paging_with_previous_links,
@@ -588,6 +589,33 @@ async fn chained_search_one_and_two_hops(server: Server) {
         .read(&bundle_link(&third, "previous").expect("previous link"))
         .await;
     assert_eq!(entries(&back)[0]["resource"]["id"], "o4");
+}
+
+/// A resource that refers to the chained target twice is one match (search.html#chaining:
+/// the chain selects resources, not references), also when the server reads only a page of
+/// references per target: with `_count=1` both observations of pr1 are found, page by page
+/// (d1's second reference must not fill the target's page in place of d2).
+async fn chain_pages_count_a_resource_once_per_target(server: Server) {
+    seed(&server).await;
+    let pr1 = json!({"reference": "Practitioner/pr1"});
+    for (id, performer) in [("d1", json!([pr1, pr1])), ("d2", json!([pr1]))] {
+        server
+            .put(
+                &format!("Observation/{id}"),
+                &json!({"resourceType": "Observation", "id": id, "status": "final",
+                    "code": {"text": "dup"}, "performer": performer}),
+            )
+            .await
+            .assert_status(201);
+    }
+    assert_eq!(
+        ordered(
+            &server,
+            "Observation?performer:Practitioner.family=house&_count=1"
+        )
+        .await,
+        ["d1", "d2"]
+    );
 }
 
 /// search.html#has: `_has:Type:ref:param=value` finds resources referenced from matching
