@@ -287,15 +287,22 @@ impl Compiler {
         self.key_list(keys);
         self.push(&format!(" AND {x}.target_type = "))
             .text(target_type)
-            .push(&format!(
-                " AND {x}.target_id IN (SELECT {t}.id FROM resources {t} WHERE {t}.res_type = "
-            ))
-            .text(target_type)
-            .push(&format!(" AND {t}.deleted = "))
-            .bind(Bind::Bool(false))
-            .push(" AND ");
-        self.param(&t, Some(target_type), inner, false);
+            .push(&format!(" AND {x}.target_id IN ("));
+        self.chain_targets(&t, target_type, inner);
         self.push(")");
+    }
+
+    /// `SELECT t.id AS id FROM resources t WHERE …`: the ids of the current `target_type`
+    /// resources matching a chain's `inner` parameter, on the resources alias `t`.
+    fn chain_targets(&mut self, t: &str, target_type: &str, inner: &SearchParam) {
+        self.push(&format!(
+            "SELECT {t}.id AS id FROM resources {t} WHERE {t}.res_type = "
+        ))
+        .text(target_type)
+        .push(&format!(" AND {t}.deleted = "))
+        .bind(Bind::Bool(false))
+        .push(" AND ");
+        self.param(t, Some(target_type), inner, false);
     }
 
     /// The first `limit` distinct referring rids (in page order, past the cursor) of each
@@ -324,14 +331,8 @@ impl Compiler {
         let backward = cursor.is_some_and(|cur| cur.backward);
         let t = self.alias("r");
         let targets = |c: &mut Self| {
-            c.push(&format!(
-                "(SELECT {t}.id AS id FROM resources {t} WHERE {t}.res_type = "
-            ))
-            .text(target_type)
-            .push(&format!(" AND {t}.deleted = "))
-            .bind(Bind::Bool(false))
-            .push(" AND ");
-            c.param(&t, Some(target_type), inner, false);
+            c.push("(");
+            c.chain_targets(&t, target_type, inner);
             c.push(") g");
         };
         // `x.param … AND x.target_type = ? [AND x.rid past the cursor]` of a target's rows.
